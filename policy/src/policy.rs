@@ -233,12 +233,18 @@ impl Policy {
     fn validate(&self) -> Result<(), InvalidPolicy> {
         fn rate(field: &'static str, v: f64) -> Result<(), InvalidPolicy> {
             if !(0.0..=1.0).contains(&v) {
-                return Err(InvalidPolicy::new(field, format!("{v} is not within 0..=1 (0 disables)")));
+                return Err(InvalidPolicy::new(
+                    field,
+                    format!("{v} is not within 0..=1 (0 disables)"),
+                ));
             }
             Ok(())
         }
         if self.consecutive_failures > 1_000_000 {
-            return Err(InvalidPolicy::new("consecutive_failures", "must be at most 1000000"));
+            return Err(InvalidPolicy::new(
+                "consecutive_failures",
+                "must be at most 1000000",
+            ));
         }
         rate("failure_rate_threshold", self.failure_rate_threshold)?;
         rate("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
@@ -256,7 +262,10 @@ impl Policy {
                 if !(1..=MAX_COUNT_WINDOW).contains(&self.window_size) {
                     return Err(InvalidPolicy::new(
                         "window_size",
-                        format!("a count window holds 1..={MAX_COUNT_WINDOW} calls, not {}", self.window_size),
+                        format!(
+                            "a count window holds 1..={MAX_COUNT_WINDOW} calls, not {}",
+                            self.window_size
+                        ),
                     ));
                 }
             }
@@ -264,7 +273,10 @@ impl Policy {
                 if !(1..=MAX_WINDOW_BUCKETS).contains(&self.window_buckets) {
                     return Err(InvalidPolicy::new(
                         "window_buckets",
-                        format!("must be within 1..={MAX_WINDOW_BUCKETS}, not {}", self.window_buckets),
+                        format!(
+                            "must be within 1..={MAX_WINDOW_BUCKETS}, not {}",
+                            self.window_buckets
+                        ),
                     ));
                 }
                 let max_ms = MAX_TIME_WINDOW.as_millis() as u64;
@@ -282,7 +294,8 @@ impl Policy {
         if self.minimum_calls == 0 {
             return Err(InvalidPolicy::new("minimum_calls", "must be at least 1"));
         }
-        if self.window_kind == WindowKind::Count && u64::from(self.minimum_calls) > self.window_size {
+        if self.window_kind == WindowKind::Count && u64::from(self.minimum_calls) > self.window_size
+        {
             return Err(InvalidPolicy::new(
                 "minimum_calls",
                 format!(
@@ -292,12 +305,18 @@ impl Policy {
             ));
         }
         if self.slow_call_duration.is_zero() {
-            return Err(InvalidPolicy::new("slow_call_duration_ms", "must be at least 1"));
+            return Err(InvalidPolicy::new(
+                "slow_call_duration_ms",
+                "must be at least 1",
+            ));
         }
         if self.quorum_nodes > MAX_QUORUM_NODES {
             return Err(InvalidPolicy::new(
                 "quorum_nodes",
-                format!("must be at most {MAX_QUORUM_NODES}, not {}", self.quorum_nodes),
+                format!(
+                    "must be at most {MAX_QUORUM_NODES}, not {}",
+                    self.quorum_nodes
+                ),
             ));
         }
         if self.open_base.is_zero() || self.open_base > MAX_OPEN {
@@ -331,7 +350,10 @@ impl Policy {
         if !(1..=MAX_PROBES).contains(&self.half_open_max_probes) {
             return Err(InvalidPolicy::new(
                 "half_open_max_probes",
-                format!("must be within 1..={MAX_PROBES}, not {}", self.half_open_max_probes),
+                format!(
+                    "must be within 1..={MAX_PROBES}, not {}",
+                    self.half_open_max_probes
+                ),
             ));
         }
         if self.probe_lease.is_zero() || self.probe_lease > MAX_PROBE_LEASE {
@@ -343,7 +365,10 @@ impl Policy {
         if !(1..=MAX_PROBES).contains(&self.successes_to_close) {
             return Err(InvalidPolicy::new(
                 "successes_to_close",
-                format!("must be within 1..={MAX_PROBES}, not {}", self.successes_to_close),
+                format!(
+                    "must be within 1..={MAX_PROBES}, not {}",
+                    self.successes_to_close
+                ),
             ));
         }
         Ok(())
@@ -410,7 +435,11 @@ impl Policy {
     /// The jittered open duration: `base` plus `jitter * unit * base`, where
     /// `unit` is a sample in `[0, 1)`. Never shorter than `base`.
     pub fn jittered(&self, base: Duration, unit: f64) -> Duration {
-        let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
+        let unit = if unit.is_finite() {
+            unit.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         base + base.mul_f64(self.open_jitter * unit)
     }
 }
@@ -436,21 +465,104 @@ mod tests {
     #[test]
     fn invalid_fields_are_named_and_leave_the_policy_unchanged() {
         let cases: &[(PolicySpec, &str)] = &[
-            (PolicySpec { failure_rate_threshold: Some(1.5), ..Default::default() }, "failure_rate_threshold"),
-            (PolicySpec { failure_rate_threshold: Some(f64::NAN), ..Default::default() }, "failure_rate_threshold"),
-            (PolicySpec { half_open_max_probes: Some(0), ..Default::default() }, "half_open_max_probes"),
-            (PolicySpec { open_base_ms: Some(0), ..Default::default() }, "open_base_ms"),
-            (PolicySpec { open_max_ms: Some(1000), ..Default::default() }, "open_max_ms"),
-            (PolicySpec { open_backoff_multiplier: Some(0.5), ..Default::default() }, "open_backoff_multiplier"),
-            (PolicySpec { open_jitter: Some(-0.1), ..Default::default() }, "open_jitter"),
-            (PolicySpec { quorum_nodes: Some(65), ..Default::default() }, "quorum_nodes"),
-            (PolicySpec { window_size: Some(0), ..Default::default() }, "window_size"),
-            (PolicySpec { window_size: Some(10), ..Default::default() }, "minimum_calls"),
-            (PolicySpec { consecutive_failures: Some(0), ..Default::default() }, "consecutive_failures"),
-            (PolicySpec { probe_lease_ms: Some(0), ..Default::default() }, "probe_lease_ms"),
-            (PolicySpec { successes_to_close: Some(0), ..Default::default() }, "successes_to_close"),
             (
-                PolicySpec { window_kind: Some(WindowKind::Time), window_size: Some(5), window_buckets: Some(10), ..Default::default() },
+                PolicySpec {
+                    failure_rate_threshold: Some(1.5),
+                    ..Default::default()
+                },
+                "failure_rate_threshold",
+            ),
+            (
+                PolicySpec {
+                    failure_rate_threshold: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "failure_rate_threshold",
+            ),
+            (
+                PolicySpec {
+                    half_open_max_probes: Some(0),
+                    ..Default::default()
+                },
+                "half_open_max_probes",
+            ),
+            (
+                PolicySpec {
+                    open_base_ms: Some(0),
+                    ..Default::default()
+                },
+                "open_base_ms",
+            ),
+            (
+                PolicySpec {
+                    open_max_ms: Some(1000),
+                    ..Default::default()
+                },
+                "open_max_ms",
+            ),
+            (
+                PolicySpec {
+                    open_backoff_multiplier: Some(0.5),
+                    ..Default::default()
+                },
+                "open_backoff_multiplier",
+            ),
+            (
+                PolicySpec {
+                    open_jitter: Some(-0.1),
+                    ..Default::default()
+                },
+                "open_jitter",
+            ),
+            (
+                PolicySpec {
+                    quorum_nodes: Some(65),
+                    ..Default::default()
+                },
+                "quorum_nodes",
+            ),
+            (
+                PolicySpec {
+                    window_size: Some(0),
+                    ..Default::default()
+                },
+                "window_size",
+            ),
+            (
+                PolicySpec {
+                    window_size: Some(10),
+                    ..Default::default()
+                },
+                "minimum_calls",
+            ),
+            (
+                PolicySpec {
+                    consecutive_failures: Some(0),
+                    ..Default::default()
+                },
+                "consecutive_failures",
+            ),
+            (
+                PolicySpec {
+                    probe_lease_ms: Some(0),
+                    ..Default::default()
+                },
+                "probe_lease_ms",
+            ),
+            (
+                PolicySpec {
+                    successes_to_close: Some(0),
+                    ..Default::default()
+                },
+                "successes_to_close",
+            ),
+            (
+                PolicySpec {
+                    window_kind: Some(WindowKind::Time),
+                    window_size: Some(5),
+                    window_buckets: Some(10),
+                    ..Default::default()
+                },
                 "window_size",
             ),
         ];
@@ -465,7 +577,10 @@ mod tests {
     #[test]
     fn apply_changes_only_set_fields() {
         let p = Policy::default()
-            .apply(&PolicySpec { consecutive_failures: Some(3), ..Default::default() })
+            .apply(&PolicySpec {
+                consecutive_failures: Some(3),
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(p.consecutive_failures, 3);
         assert_eq!(p.open_base, Policy::default().open_base);

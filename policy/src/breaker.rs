@@ -1,0 +1,579 @@
+//! The breaker state machine of one circuit.
+//!
+//! `CLOSED` counts outcomes and trips on the policy's rules; `OPEN` rejects
+//! until its deadline; `HALF_OPEN` grants at most `half_open_max_probes`
+//! probe leases at a time, closes after `successes_to_close` successful
+//! probes and reopens on any failed one. Every transition bumps the
+//! generation; outcomes from another generation are stale and move nothing.
+//!
+//! Nothing here reads a clock: every method takes `now`, and [`Breaker::advance`]
+//! applies the deadlines (open timer, probe leases, override expiry) that are
+//! due, so callers schedule a timer for [`Breaker::next_deadline`].
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::policy::Policy;
+use crate::quorum::BadNodes;
+use crate::types::{
+    Counters, Decision, Generation, Lease, LeaseId, NodeId, Outcome, Override, OverrideKind,
+    Recorded, RejectReason, Report, State, Transition, TransitionCause,
+};
+use crate::window::Window;
+
+/// Transitions kept in a breaker's history.
+pub const HISTORY_LEN: usize = 16;
+
+/// Retry hint for a forced-open circuit without an expiry: the override can
+/// be cleared at any moment, so callers should look again soon.
+const FORCED_OPEN_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+struct HeldLease {
+    id: LeaseId,
+    expires_at: Instant,
+}
+
+/// One circuit's breaker. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    policy: Policy,
+    policy_version: u64,
+    seed: u64,
+    state: State,
+    generation: Generation,
+    /// Deadline of `Open`; `None` while a forced-open override holds it.
+    open_until: Option<Instant>,
+    override_: Option<Override>,
+    /// Trips since the last full recovery (drives the open backoff).
+    consecutive_trips: u32,
+
+    // Closed-state counting (soft state).
+    consecutive_failures: u32,
+    /// Sequence number of the first failure of the current run.
+    run_start_seq: u64,
+    /// Calls counted while closed, as a sequence.
+    seq: u64,
+    window: Option<Window>,
+    bad_nodes: Option<BadNodes>,
+
+    // Half-open.
+    leases: Vec<HeldLease>,
+    next_lease: LeaseId,
+    half_open_successes: u32,
+
+    /// The latest `now` seen, for counters of time windows.
+    last_seen: Instant,
+    totals: Counters,
+    history: VecDeque<Transition>,
+}
+
+impl Breaker {
+    /// A closed breaker at `generation`. `seed` makes this circuit's open
+    /// jitter differ from other circuits' (use a hash of its name).
+    pub fn new(policy: Policy, generation: Generation, seed: u64, now: Instant) -> Self {
+        let window = Window::for_policy(&policy, now);
+        let bad_nodes = (policy.quorum_nodes > 1).then(BadNodes::default);
+        Self {
+            policy,
+            policy_version: 1,
+            seed,
+            state: State::Closed,
+            generation,
+            open_until: None,
+            override_: None,
+            consecutive_trips: 0,
+            consecutive_failures: 0,
+            run_start_seq: 0,
+            seq: 0,
+            window,
+            bad_nodes,
+            leases: Vec::new(),
+            next_lease: 1,
+            half_open_successes: 0,
+            last_seen: now,
+            totals: Counters::default(),
+            history: VecDeque::new(),
+        }
+    }
+
+    /// A breaker restored as `OPEN` until `open_until` (from a store after a
+    /// restart), at `generation`, after `consecutive_trips` trips.
+    pub fn restore_open(
+        policy: Policy,
+        generation: Generation,
+        seed: u64,
+        open_until: Instant,
+        consecutive_trips: u32,
+        now: Instant,
+    ) -> Self {
+        let mut b = Self::new(policy, generation, seed, now);
+        b.state = State::Open;
+        b.open_until = Some(open_until);
+        b.consecutive_trips = consecutive_trips.max(1);
+        b
+    }
+
+    /// Asks to make a call at `now`.
+    pub fn acquire(&mut self, node: NodeId, now: Instant) -> Decision {
+        let _ = node; // Leases are fleet-wide; the node matters only to reports.
+        self.advance(now);
+        let decision = match self.override_.as_ref().map(|o| (o.kind, o.expires_at)) {
+            Some((OverrideKind::ForcedOpen, expires_at)) => Decision::Reject {
+                generation: self.generation,
+                state: self.state,
+                reason: RejectReason::ForcedOpen,
+                retry_after: expires_at
+                    .map_or(FORCED_OPEN_RETRY, |t| t.saturating_duration_since(now)),
+            },
+            Some((OverrideKind::ForcedClosed, _)) => self.allow(None),
+            Some((OverrideKind::Disabled, _)) => match self.decide(now) {
+                // Shadow mode: the breaker runs, but never stops a call.
+                Decision::Reject { .. } => self.allow(None),
+                allowed => allowed,
+            },
+            None => self.decide(now),
+        };
+        if decision.is_allowed() {
+            self.totals.total_allowed += 1;
+        } else {
+            self.totals.total_rejected += 1;
+        }
+        decision
+    }
+
+    fn allow(&self, lease: Option<Lease>) -> Decision {
+        Decision::Allow {
+            generation: self.generation,
+            state: self.state,
+            lease,
+        }
+    }
+
+    fn decide(&mut self, now: Instant) -> Decision {
+        match self.state {
+            State::Closed => self.allow(None),
+            State::Open => Decision::Reject {
+                generation: self.generation,
+                state: State::Open,
+                reason: RejectReason::Open,
+                retry_after: self.open_remaining(now),
+            },
+            State::HalfOpen => {
+                if self.leases.len() < self.policy.half_open_max_probes as usize {
+                    let id = self.next_lease;
+                    self.next_lease += 1;
+                    let ttl = self.policy.probe_lease;
+                    self.leases.push(HeldLease {
+                        id,
+                        expires_at: now + ttl,
+                    });
+                    self.allow(Some(Lease { id, ttl }))
+                } else {
+                    let first_free = self.leases.iter().map(|l| l.expires_at).min();
+                    Decision::Reject {
+                        generation: self.generation,
+                        state: State::HalfOpen,
+                        reason: RejectReason::ProbesExhausted,
+                        retry_after: first_free
+                            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records how a call went. Outcomes from another generation, and
+    /// half-open outcomes without a lease this breaker still holds, are
+    /// stale: they are counted as such and change nothing else.
+    pub fn record(&mut self, report: &Report, now: Instant) -> Recorded {
+        self.advance(now);
+        if report.generation != self.generation {
+            self.totals.total_stale += 1;
+            return Recorded::Stale;
+        }
+        match self.state {
+            State::Closed => self.record_closed(report, now),
+            State::HalfOpen => {
+                let held = report
+                    .lease
+                    .and_then(|id| self.leases.iter().position(|l| l.id == id));
+                let Some(index) = held else {
+                    self.totals.total_stale += 1;
+                    return Recorded::Stale;
+                };
+                self.leases.swap_remove(index);
+                self.count_total(report.outcome);
+                match report.outcome {
+                    Outcome::Success => {
+                        self.half_open_successes += 1;
+                        if self.half_open_successes >= self.policy.successes_to_close {
+                            self.consecutive_trips = 0;
+                            self.transition(State::Closed, TransitionCause::ProbesSucceeded, now);
+                        }
+                    }
+                    Outcome::Failure => self.trip(TransitionCause::ProbeFailed, now),
+                    Outcome::Ignored => {}
+                }
+            }
+            // Only shadow mode lets calls through while open: count, never move.
+            State::Open => self.count_total(report.outcome),
+        }
+        Recorded::Applied
+    }
+
+    fn count_total(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => self.totals.total_successes += 1,
+            Outcome::Failure => self.totals.total_failures += 1,
+            Outcome::Ignored => self.totals.total_ignored += 1,
+        }
+    }
+
+    fn record_closed(&mut self, report: &Report, now: Instant) {
+        self.count_total(report.outcome);
+        let failure = match report.outcome {
+            Outcome::Ignored => return,
+            Outcome::Success => false,
+            Outcome::Failure => true,
+        };
+        let slow = report.latency >= self.policy.slow_call_duration;
+        let seq = self.seq;
+        self.seq += 1;
+        if failure {
+            if self.consecutive_failures == 0 {
+                self.run_start_seq = seq;
+            }
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        } else {
+            self.consecutive_failures = 0;
+        }
+        if let Some(w) = &mut self.window {
+            w.push(now, failure, slow);
+        }
+        let bad = failure || (slow && self.policy.slow_call_rate_threshold > 0.0);
+        if let (true, Some(q)) = (bad, &mut self.bad_nodes) {
+            q.note(report.node, seq, now);
+        }
+        if matches!(
+            self.override_,
+            Some(Override {
+                kind: OverrideKind::ForcedClosed,
+                ..
+            })
+        ) {
+            return;
+        }
+        if let Some(cause) = self.trip_cause(now) {
+            self.trip(cause, now);
+        }
+    }
+
+    /// The rule that trips the circuit now, if any.
+    fn trip_cause(&self, now: Instant) -> Option<TransitionCause> {
+        let p = &self.policy;
+        let quorum_since = |min_seq: u64, min_at: Option<Instant>| {
+            self.bad_nodes
+                .as_ref()
+                .is_none_or(|q| q.count_since(min_seq, min_at) >= p.quorum_nodes)
+        };
+        if p.consecutive_failures > 0
+            && self.consecutive_failures >= p.consecutive_failures
+            && quorum_since(self.run_start_seq, None)
+        {
+            return Some(TransitionCause::ConsecutiveFailures);
+        }
+        let window = self.window.as_ref()?;
+        let t = window.totals(now);
+        if t.calls == 0 || t.calls < u64::from(p.minimum_calls) {
+            return None;
+        }
+        let window_quorum = || match window {
+            Window::Count(_) => quorum_since(self.seq.saturating_sub(p.window_size), None),
+            Window::Time(_) => {
+                quorum_since(0, now.checked_sub(Duration::from_millis(p.window_size)))
+            }
+        };
+        let rate = |n: u64| n as f64 / t.calls as f64;
+        if p.failure_rate_threshold > 0.0
+            && rate(t.failures) >= p.failure_rate_threshold
+            && window_quorum()
+        {
+            return Some(TransitionCause::FailureRate);
+        }
+        if p.slow_call_rate_threshold > 0.0
+            && rate(t.slow) >= p.slow_call_rate_threshold
+            && window_quorum()
+        {
+            return Some(TransitionCause::SlowCallRate);
+        }
+        None
+    }
+
+    /// Opens the circuit for the backed-off, jittered open duration.
+    fn trip(&mut self, cause: TransitionCause, now: Instant) {
+        self.consecutive_trips = self.consecutive_trips.saturating_add(1);
+        let base = self
+            .policy
+            .open_duration_before_jitter(self.consecutive_trips);
+        let unit = unit_sample(self.seed, self.generation.wrapping_add(1));
+        self.open_until = Some(now + self.policy.jittered(base, unit));
+        self.transition(State::Open, cause, now);
+    }
+
+    /// Moves to `to` (possibly the same state) under a new generation. All
+    /// soft counting restarts and probe leases are dropped: outcomes of the
+    /// old generation are stale from now on.
+    fn transition(&mut self, to: State, cause: TransitionCause, now: Instant) {
+        let from = self.state;
+        self.state = to;
+        self.generation += 1;
+        if to != State::Open {
+            self.open_until = None;
+        }
+        self.consecutive_failures = 0;
+        self.run_start_seq = 0;
+        self.seq = 0;
+        self.window = Window::for_policy(&self.policy, now);
+        if let Some(q) = &mut self.bad_nodes {
+            q.clear();
+        }
+        self.leases.clear();
+        self.half_open_successes = 0;
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_back();
+        }
+        self.history.push_front(Transition {
+            from,
+            to,
+            generation: self.generation,
+            at: now,
+            cause,
+        });
+    }
+
+    /// Applies every deadline due at `now`: an expired override lapses, an
+    /// elapsed open timer moves to half-open, expired probe leases are taken
+    /// back. Idempotent; every other method calls it first.
+    pub fn advance(&mut self, now: Instant) {
+        if now > self.last_seen {
+            self.last_seen = now;
+        }
+        if self
+            .override_
+            .as_ref()
+            .and_then(|o| o.expires_at)
+            .is_some_and(|t| t <= now)
+        {
+            self.lift_override(TransitionCause::OverrideExpired, now);
+        }
+        if self.state == State::Open && self.open_until.is_some_and(|t| t <= now) {
+            self.transition(State::HalfOpen, TransitionCause::OpenElapsed, now);
+        }
+        if self.state == State::HalfOpen {
+            let before = self.leases.len();
+            self.leases.retain(|l| l.expires_at > now);
+            self.totals.total_leases_expired += (before - self.leases.len()) as u64;
+        }
+    }
+
+    /// The earliest instant at which [`advance`](Self::advance) has work to
+    /// do, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let open = if self.state == State::Open {
+            self.open_until
+        } else {
+            None
+        };
+        let lease = self.leases.iter().map(|l| l.expires_at).min();
+        let over = self.override_.as_ref().and_then(|o| o.expires_at);
+        [open, lease, over].into_iter().flatten().min()
+    }
+
+    /// Replaces the policy. Counting restarts if the window's shape changed;
+    /// the state and generation stay.
+    pub fn set_policy(&mut self, policy: Policy, now: Instant) {
+        self.advance(now);
+        let same_window = policy.window_kind == self.policy.window_kind
+            && policy.window_size == self.policy.window_size
+            && policy.window_buckets == self.policy.window_buckets
+            && policy.uses_window() == self.policy.uses_window();
+        if !same_window {
+            self.window = Window::for_policy(&policy, now);
+        }
+        if (policy.quorum_nodes > 1) != self.bad_nodes.is_some() {
+            self.bad_nodes = (policy.quorum_nodes > 1).then(BadNodes::default);
+        }
+        self.policy = policy;
+        self.policy_version += 1;
+    }
+
+    /// Sets an operator override (replacing any other) under a new
+    /// generation. Forced open holds the circuit open with no deadline;
+    /// forced closed closes it with fresh counters; disabled lets the
+    /// breaker run in shadow mode from where it is.
+    pub fn set_override(&mut self, ov: Override, now: Instant) {
+        self.advance(now);
+        let kind = ov.kind;
+        self.override_ = Some(ov);
+        let to = match kind {
+            OverrideKind::ForcedOpen => State::Open,
+            OverrideKind::ForcedClosed => State::Closed,
+            // A circuit held open by a former forced-open has no deadline
+            // to wait for: probe first.
+            OverrideKind::Disabled if self.held_open() => State::HalfOpen,
+            OverrideKind::Disabled => self.state,
+        };
+        if kind == OverrideKind::ForcedOpen {
+            self.open_until = None;
+        }
+        self.transition(to, TransitionCause::OverrideSet, now);
+    }
+
+    /// Removes the operator override, if any, under a new generation. A
+    /// circuit leaving forced-open goes to half-open, so the fleet probes
+    /// the dependency before it resumes. Returns whether there was one.
+    pub fn clear_override(&mut self, now: Instant) -> bool {
+        self.advance(now);
+        if self.override_.is_none() {
+            return false;
+        }
+        self.lift_override(TransitionCause::OverrideCleared, now);
+        true
+    }
+
+    fn lift_override(&mut self, cause: TransitionCause, now: Instant) {
+        let was_forced_open = matches!(
+            self.override_,
+            Some(Override {
+                kind: OverrideKind::ForcedOpen,
+                ..
+            })
+        );
+        self.override_ = None;
+        let to = if was_forced_open || self.held_open() {
+            State::HalfOpen
+        } else {
+            self.state
+        };
+        self.transition(to, cause, now);
+    }
+
+    /// Open with no deadline: only a forced-open override does that.
+    fn held_open(&self) -> bool {
+        self.state == State::Open && self.open_until.is_none()
+    }
+
+    /// Back to closed with fresh counters and no backoff memory, under a new
+    /// generation. A forced-open override stays in force and keeps the
+    /// circuit open.
+    pub fn reset(&mut self, now: Instant) {
+        self.advance(now);
+        self.consecutive_trips = 0;
+        let forced_open = matches!(
+            self.override_,
+            Some(Override {
+                kind: OverrideKind::ForcedOpen,
+                ..
+            })
+        );
+        let to = if forced_open {
+            State::Open
+        } else {
+            State::Closed
+        };
+        if forced_open {
+            self.open_until = None;
+        }
+        self.transition(to, TransitionCause::Reset, now);
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Current generation.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Grows by one on every policy change.
+    pub fn policy_version(&self) -> u64 {
+        self.policy_version
+    }
+
+    /// The operator override in force, if any.
+    pub fn override_(&self) -> Option<&Override> {
+        self.override_.as_ref()
+    }
+
+    /// The open deadline, while open with one.
+    pub fn open_deadline(&self) -> Option<Instant> {
+        if self.state == State::Open {
+            self.open_until
+        } else {
+            None
+        }
+    }
+
+    /// Time until the open deadline; zero unless open with a deadline.
+    pub fn open_remaining(&self, now: Instant) -> Duration {
+        self.open_deadline()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+    }
+
+    /// Trips since the last full recovery.
+    pub fn consecutive_trips(&self) -> u32 {
+        self.consecutive_trips
+    }
+
+    /// Counters, with window totals as of the latest `now` seen.
+    pub fn counters(&self) -> Counters {
+        let t = self
+            .window
+            .as_ref()
+            .map(|w| w.totals(self.last_seen))
+            .unwrap_or_default();
+        Counters {
+            consecutive_failures: self.consecutive_failures,
+            window_calls: t.calls,
+            window_failures: t.failures,
+            window_slow_calls: t.slow,
+            probes_in_flight: self.leases.len() as u32,
+            half_open_successes: self.half_open_successes,
+            consecutive_trips: self.consecutive_trips,
+            ..self.totals
+        }
+    }
+
+    /// Recent transitions, newest first, at most [`HISTORY_LEN`].
+    pub fn history(&self) -> impl Iterator<Item = &Transition> {
+        self.history.iter()
+    }
+
+    /// Whether nothing would be lost by forgetting this breaker: closed, no
+    /// override, no probe in flight.
+    pub fn is_evictable(&self) -> bool {
+        self.state == State::Closed && self.override_.is_none() && self.leases.is_empty()
+    }
+}
+
+/// A deterministic sample in `[0, 1)` from a circuit's seed and generation
+/// (splitmix64), so jitter differs between circuits and between trips
+/// without the breaker owning a random number generator.
+fn unit_sample(seed: u64, generation: Generation) -> f64 {
+    let mut z = seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests;

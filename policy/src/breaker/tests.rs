@@ -1,0 +1,756 @@
+//! Scenario tables for every rule, and property tests of the invariants.
+
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::policy::{PolicySpec, WindowKind};
+
+/// One step of a scenario.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Acquire as `node` (must be allowed) and report `outcome` after `ms` of latency.
+    Call(u64, Outcome, u64),
+    /// Acquire must be rejected for this reason.
+    Rejected(RejectReason),
+    /// Acquire must be allowed; the permit is kept unreported.
+    Hold,
+    /// Let time pass.
+    Wait(u64),
+    /// The state must be this.
+    Is(State),
+    /// The last transition's cause must be this.
+    Cause(TransitionCause),
+}
+
+use Outcome::{Failure as F, Ignored as I, Success as S};
+use Step::*;
+
+fn policy(spec: PolicySpec) -> Policy {
+    // Scenarios run without jitter so deadlines are exact.
+    let spec = PolicySpec {
+        open_jitter: spec.open_jitter.or(Some(0.0)),
+        ..spec
+    };
+    Policy::try_from(&spec).expect("scenario policy is valid")
+}
+
+fn run(name: &str, spec: PolicySpec, steps: &[Step]) {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut b = Breaker::new(policy(spec), 1, 7, now);
+    for (i, step) in steps.iter().enumerate() {
+        let at = format!("{name}: step {i} {step:?} (state {:?})", b.state());
+        match *step {
+            Call(node, outcome, ms) => {
+                let d = b.acquire(NodeId(node), now);
+                let Decision::Allow {
+                    generation, lease, ..
+                } = d
+                else {
+                    panic!("{at}: rejected: {d:?}")
+                };
+                let r = Report {
+                    generation,
+                    lease: lease.map(|l| l.id),
+                    outcome,
+                    latency: Duration::from_millis(ms),
+                    node: NodeId(node),
+                };
+                assert_eq!(b.record(&r, now), Recorded::Applied, "{at}");
+            }
+            Rejected(reason) => match b.acquire(NodeId(0), now) {
+                Decision::Reject { reason: got, .. } => assert_eq!(got, reason, "{at}"),
+                d => panic!("{at}: allowed: {d:?}"),
+            },
+            Hold => assert!(b.acquire(NodeId(0), now).is_allowed(), "{at}"),
+            Wait(ms) => {
+                now += Duration::from_millis(ms);
+                b.advance(now);
+            }
+            Is(state) => assert_eq!(b.state(), state, "{at}"),
+            Cause(cause) => assert_eq!(b.history().next().map(|t| t.cause), Some(cause), "{at}"),
+        }
+    }
+}
+
+#[test]
+fn consecutive_failures_scenarios() {
+    let default = PolicySpec::default();
+    run(
+        "seed defaults: 5 failures trip, 60 s open, 1 probe closes",
+        default.clone(),
+        &[
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Is(State::Closed),
+            Call(1, F, 1),
+            Is(State::Open),
+            Cause(TransitionCause::ConsecutiveFailures),
+            Rejected(RejectReason::Open),
+            Wait(59_999),
+            Rejected(RejectReason::Open),
+            Wait(1),
+            Is(State::HalfOpen),
+            Cause(TransitionCause::OpenElapsed),
+            Call(2, S, 1),
+            Is(State::Closed),
+            Cause(TransitionCause::ProbesSucceeded),
+        ],
+    );
+    run(
+        "a success ends the run",
+        default.clone(),
+        &[
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, S, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Is(State::Closed),
+        ],
+    );
+    run(
+        "ignored outcomes neither count nor break the run",
+        default.clone(),
+        &[
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, I, 1),
+            Call(1, F, 1),
+            Call(1, I, 1),
+            Call(1, F, 1),
+            Is(State::Closed),
+            Call(1, F, 1),
+            Is(State::Open),
+        ],
+    );
+    run(
+        "threshold 1",
+        PolicySpec {
+            consecutive_failures: Some(1),
+            ..Default::default()
+        },
+        &[
+            Call(1, S, 1),
+            Is(State::Closed),
+            Call(1, F, 1),
+            Is(State::Open),
+        ],
+    );
+}
+
+#[test]
+fn failure_rate_scenarios() {
+    let count = PolicySpec {
+        consecutive_failures: Some(0),
+        failure_rate_threshold: Some(0.5),
+        window_kind: Some(WindowKind::Count),
+        window_size: Some(10),
+        minimum_calls: Some(10),
+        ..Default::default()
+    };
+    run(
+        "count window waits for minimum calls, then trips at the rate",
+        count.clone(),
+        &[
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, S, 1),
+            Call(1, S, 1),
+            Call(1, S, 1),
+            Call(1, S, 1),
+            Is(State::Closed),
+            Call(1, S, 1),
+            Is(State::Open),
+            Cause(TransitionCause::FailureRate),
+        ],
+    );
+    run(
+        "count window below the rate stays closed as old failures slide out",
+        count.clone(),
+        &[
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, S, 1),
+            Call(1, S, 1),
+            Call(1, S, 1),
+            Call(1, S, 1),
+            Call(1, S, 1),
+            Call(1, S, 1),
+            Call(1, F, 1),
+            Call(1, S, 1),
+            Is(State::Closed),
+        ],
+    );
+    let time = PolicySpec {
+        consecutive_failures: Some(0),
+        failure_rate_threshold: Some(0.5),
+        window_kind: Some(WindowKind::Time),
+        window_size: Some(1000),
+        window_buckets: Some(10),
+        minimum_calls: Some(4),
+        ..Default::default()
+    };
+    run(
+        "time window forgets failures older than the window",
+        time.clone(),
+        &[
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Wait(1_100),
+            Call(1, S, 1),
+            Call(1, S, 1),
+            Call(1, F, 1),
+            Call(1, S, 1),
+            Is(State::Closed),
+        ],
+    );
+    run(
+        "time window trips within the window",
+        time,
+        &[
+            Call(1, F, 1),
+            Wait(300),
+            Call(1, S, 1),
+            Wait(300),
+            Call(1, F, 1),
+            Is(State::Closed),
+            Call(1, S, 1),
+            Is(State::Open),
+            Cause(TransitionCause::FailureRate),
+        ],
+    );
+}
+
+#[test]
+fn slow_call_rate_scenarios() {
+    let spec = PolicySpec {
+        consecutive_failures: Some(0),
+        slow_call_rate_threshold: Some(0.5),
+        slow_call_duration_ms: Some(100),
+        window_size: Some(4),
+        minimum_calls: Some(4),
+        ..Default::default()
+    };
+    run(
+        "slow successes trip the slow-call rule",
+        spec.clone(),
+        &[
+            Call(1, S, 250),
+            Call(1, S, 5),
+            Call(1, S, 100),
+            Is(State::Closed),
+            Call(1, S, 5),
+            Is(State::Open),
+            Cause(TransitionCause::SlowCallRate),
+        ],
+    );
+    run(
+        "fast calls keep it closed",
+        spec,
+        &[
+            Call(1, S, 250),
+            Call(1, S, 5),
+            Call(1, S, 99),
+            Call(1, S, 5),
+            Call(1, S, 5),
+            Is(State::Closed),
+        ],
+    );
+}
+
+#[test]
+fn quorum_scenarios() {
+    let spec = PolicySpec {
+        consecutive_failures: Some(3),
+        quorum_nodes: Some(2),
+        ..Default::default()
+    };
+    run(
+        "one sick node cannot trip the fleet",
+        spec.clone(),
+        &[
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Is(State::Closed),
+            Call(2, F, 1),
+            Is(State::Open),
+        ],
+    );
+    run(
+        "nodes from a broken run do not count",
+        spec,
+        &[
+            Call(2, F, 1),
+            Call(1, S, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Is(State::Closed),
+        ],
+    );
+    let rate = PolicySpec {
+        consecutive_failures: Some(0),
+        failure_rate_threshold: Some(0.5),
+        window_size: Some(4),
+        minimum_calls: Some(4),
+        quorum_nodes: Some(2),
+        ..Default::default()
+    };
+    run(
+        "rate rule needs the quorum too",
+        rate,
+        &[
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Is(State::Closed),
+            Call(2, F, 1),
+            Is(State::Open),
+        ],
+    );
+}
+
+#[test]
+fn open_backoff_scenarios() {
+    let spec = PolicySpec {
+        consecutive_failures: Some(1),
+        open_base_ms: Some(1000),
+        open_backoff_multiplier: Some(2.0),
+        open_max_ms: Some(3000),
+        ..Default::default()
+    };
+    run(
+        "each failed probe doubles the open time up to the cap; recovery forgets",
+        spec,
+        &[
+            Call(1, F, 1),
+            Is(State::Open),
+            Wait(999),
+            Is(State::Open),
+            Wait(1),
+            Is(State::HalfOpen),
+            Call(1, F, 1),
+            Is(State::Open),
+            Cause(TransitionCause::ProbeFailed),
+            Wait(1999),
+            Is(State::Open),
+            Wait(1),
+            Is(State::HalfOpen),
+            Call(1, F, 1),
+            Wait(2999),
+            Is(State::Open),
+            Wait(1),
+            Is(State::HalfOpen),
+            Call(1, F, 1),
+            Wait(2999),
+            Is(State::Open),
+            Wait(1),
+            Call(1, S, 1),
+            Is(State::Closed),
+            Call(1, F, 1),
+            Wait(999),
+            Is(State::Open),
+            Wait(1),
+            Is(State::HalfOpen),
+        ],
+    );
+}
+
+#[test]
+fn half_open_scenarios() {
+    let spec = PolicySpec {
+        consecutive_failures: Some(1),
+        open_base_ms: Some(1000),
+        half_open_max_probes: Some(2),
+        successes_to_close: Some(2),
+        probe_lease_ms: Some(500),
+        ..Default::default()
+    };
+    run(
+        "probe budget is exact and successes close",
+        spec.clone(),
+        &[
+            Call(1, F, 1),
+            Wait(1000),
+            Hold,
+            Hold,
+            Rejected(RejectReason::ProbesExhausted),
+            Wait(499),
+            Rejected(RejectReason::ProbesExhausted),
+            // Both held leases lapse; two fresh probes succeed.
+            Wait(1),
+            Call(2, S, 1),
+            Is(State::HalfOpen),
+            Call(3, S, 1),
+            Is(State::Closed),
+        ],
+    );
+    run(
+        "any failed probe reopens",
+        spec,
+        &[
+            Call(1, F, 1),
+            Wait(1000),
+            Call(2, S, 1),
+            Call(3, F, 1),
+            Is(State::Open),
+        ],
+    );
+}
+
+#[test]
+fn unreported_lease_is_reclaimed() {
+    let t0 = Instant::now();
+    let p = policy(PolicySpec {
+        consecutive_failures: Some(1),
+        open_base_ms: Some(10),
+        probe_lease_ms: Some(100),
+        ..Default::default()
+    });
+    let mut b = Breaker::new(p, 1, 0, t0);
+    let g = b.acquire(NodeId(1), t0).generation();
+    b.record(
+        &Report {
+            generation: g,
+            lease: None,
+            outcome: F,
+            latency: Duration::ZERO,
+            node: NodeId(1),
+        },
+        t0,
+    );
+    let t1 = t0 + Duration::from_millis(10);
+    let Decision::Allow {
+        lease: Some(first), ..
+    } = b.acquire(NodeId(1), t1)
+    else {
+        panic!("no probe")
+    };
+    assert!(!b.acquire(NodeId(2), t1).is_allowed());
+    assert_eq!(b.next_deadline(), Some(t1 + first.ttl));
+    let t2 = t1 + first.ttl;
+    let Decision::Allow {
+        lease: Some(second),
+        generation,
+        ..
+    } = b.acquire(NodeId(2), t2)
+    else {
+        panic!("lease not reclaimed")
+    };
+    assert_ne!(first.id, second.id);
+    assert_eq!(b.counters().total_leases_expired, 1);
+    // The late report of the reclaimed lease is stale and moves nothing.
+    let late = Report {
+        generation,
+        lease: Some(first.id),
+        outcome: F,
+        latency: Duration::ZERO,
+        node: NodeId(1),
+    };
+    assert_eq!(b.record(&late, t2), Recorded::Stale);
+    assert_eq!(b.state(), State::HalfOpen);
+}
+
+#[test]
+fn stale_outcomes_move_nothing() {
+    let t0 = Instant::now();
+    let mut b = Breaker::new(
+        policy(PolicySpec {
+            consecutive_failures: Some(1),
+            ..Default::default()
+        }),
+        1,
+        0,
+        t0,
+    );
+    let old = b.acquire(NodeId(1), t0).generation();
+    b.reset(t0);
+    let before = (b.state(), b.generation(), b.counters());
+    let r = Report {
+        generation: old,
+        lease: None,
+        outcome: F,
+        latency: Duration::ZERO,
+        node: NodeId(1),
+    };
+    assert_eq!(b.record(&r, t0), Recorded::Stale);
+    assert_eq!((b.state(), b.generation()), (before.0, before.1));
+    assert_eq!(b.counters().total_stale, before.2.total_stale + 1);
+}
+
+#[test]
+fn override_scenarios() {
+    let t0 = Instant::now();
+    let ov = |kind, expires_at| Override {
+        kind,
+        reason: "test".into(),
+        actor: "op".into(),
+        expires_at,
+    };
+    let fail = |b: &mut Breaker, at| {
+        let Decision::Allow {
+            generation, lease, ..
+        } = b.acquire(NodeId(1), at)
+        else {
+            panic!("rejected")
+        };
+        b.record(
+            &Report {
+                generation,
+                lease: lease.map(|l| l.id),
+                outcome: F,
+                latency: Duration::ZERO,
+                node: NodeId(1),
+            },
+            at,
+        )
+    };
+    let p = policy(PolicySpec {
+        consecutive_failures: Some(1),
+        ..Default::default()
+    });
+
+    // Forced open rejects with its reason, and clearing it probes first.
+    let mut b = Breaker::new(p.clone(), 1, 0, t0);
+    b.set_override(ov(OverrideKind::ForcedOpen, None), t0);
+    assert_eq!(b.state(), State::Open);
+    assert!(matches!(
+        b.acquire(NodeId(1), t0),
+        Decision::Reject {
+            reason: RejectReason::ForcedOpen,
+            ..
+        }
+    ));
+    assert_eq!(b.next_deadline(), None, "held open has no deadline");
+    let g = b.generation();
+    assert!(b.clear_override(t0));
+    assert_eq!((b.state(), b.generation()), (State::HalfOpen, g + 1));
+    assert!(!b.clear_override(t0));
+
+    // Forced closed never trips.
+    let mut b = Breaker::new(p.clone(), 1, 0, t0);
+    b.set_override(ov(OverrideKind::ForcedClosed, None), t0);
+    for _ in 0..10 {
+        assert_eq!(fail(&mut b, t0), Recorded::Applied);
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.counters().total_failures, 10);
+
+    // Disabled: shadow mode trips but still allows.
+    let mut b = Breaker::new(p.clone(), 1, 0, t0);
+    b.set_override(ov(OverrideKind::Disabled, None), t0);
+    fail(&mut b, t0);
+    assert_eq!(b.state(), State::Open);
+    assert!(b.acquire(NodeId(1), t0).is_allowed());
+
+    // An override with an expiry lapses by itself.
+    let mut b = Breaker::new(p, 1, 0, t0);
+    let until = t0 + Duration::from_secs(5);
+    b.set_override(ov(OverrideKind::ForcedOpen, Some(until)), t0);
+    assert_eq!(b.next_deadline(), Some(until));
+    match b.acquire(NodeId(1), t0) {
+        Decision::Reject { retry_after, .. } => assert_eq!(retry_after, Duration::from_secs(5)),
+        d => panic!("allowed: {d:?}"),
+    }
+    b.advance(until);
+    assert!(b.override_().is_none());
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(
+        b.history().next().map(|t| t.cause),
+        Some(TransitionCause::OverrideExpired)
+    );
+}
+
+#[test]
+fn jitter_spreads_reopen_times_within_bounds() {
+    let t0 = Instant::now();
+    let p = Policy::try_from(&PolicySpec {
+        consecutive_failures: Some(1),
+        open_jitter: Some(0.5),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut deadlines = Vec::new();
+    for seed in 0..50 {
+        let mut b = Breaker::new(p.clone(), 1, seed, t0);
+        let g = b.acquire(NodeId(1), t0).generation();
+        b.record(
+            &Report {
+                generation: g,
+                lease: None,
+                outcome: F,
+                latency: Duration::ZERO,
+                node: NodeId(1),
+            },
+            t0,
+        );
+        let open = b.open_remaining(t0);
+        assert!(
+            open >= Duration::from_secs(60) && open <= Duration::from_secs(90),
+            "{open:?}"
+        );
+        deadlines.push(open);
+    }
+    deadlines.sort();
+    deadlines.dedup();
+    assert!(
+        deadlines.len() > 40,
+        "jitter should spread circuits: {} distinct",
+        deadlines.len()
+    );
+}
+
+#[test]
+fn history_is_bounded_and_newest_first() {
+    let t0 = Instant::now();
+    let mut b = Breaker::new(Policy::default(), 1, 0, t0);
+    for _ in 0..(HISTORY_LEN + 5) {
+        b.reset(t0);
+    }
+    assert_eq!(b.history().count(), HISTORY_LEN);
+    assert_eq!(
+        b.history().next().map(|t| t.generation),
+        Some(b.generation())
+    );
+}
+
+// ---- property tests ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire(u64),
+    Report {
+        node: u64,
+        outcome: Outcome,
+        latency_ms: u64,
+        current_generation: bool,
+        held_lease: bool,
+    },
+    Wait(u64),
+    Override(Option<OverrideKind>),
+    Reset,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let outcome = prop_oneof![Just(S), Just(F), Just(I)];
+    prop_oneof![
+        4 => (0u64..4).prop_map(Op::Acquire),
+        4 => (0u64..4, outcome, 0u64..300, any::<bool>(), any::<bool>()).prop_map(
+            |(node, outcome, latency_ms, current_generation, held_lease)| Op::Report { node, outcome, latency_ms, current_generation, held_lease }),
+        2 => (0u64..2_000).prop_map(Op::Wait),
+        1 => prop_oneof![Just(None), Just(Some(OverrideKind::ForcedOpen)), Just(Some(OverrideKind::ForcedClosed)), Just(Some(OverrideKind::Disabled))].prop_map(Op::Override),
+        1 => Just(Op::Reset),
+    ]
+}
+
+fn spec() -> impl Strategy<Value = PolicySpec> {
+    (
+        1u32..6,
+        1u32..4,
+        1u32..3,
+        0u32..3,
+        prop::bool::ANY,
+        0.0f64..1.0,
+    )
+        .prop_map(
+            |(failures, probes, successes, quorum, rate, jitter)| PolicySpec {
+                consecutive_failures: Some(failures),
+                half_open_max_probes: Some(probes),
+                successes_to_close: Some(successes),
+                quorum_nodes: Some(quorum),
+                failure_rate_threshold: Some(if rate { 0.5 } else { 0.0 }),
+                slow_call_rate_threshold: Some(if rate { 0.5 } else { 0.0 }),
+                slow_call_duration_ms: Some(200),
+                window_size: Some(8),
+                minimum_calls: Some(4),
+                open_base_ms: Some(1_000),
+                open_max_ms: Some(4_000),
+                probe_lease_ms: Some(700),
+                open_jitter: Some(jitter),
+                ..Default::default()
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Never more probes in flight than permitted; generations never go back
+    /// and grow on every state change; an open circuit never allows before
+    /// its deadline; stale outcomes change nothing but the stale counter.
+    #[test]
+    fn invariants_hold(spec in spec(), ops in prop::collection::vec(op(), 1..200)) {
+        let p = Policy::try_from(&spec).unwrap();
+        let max_probes = p.half_open_max_probes();
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut b = Breaker::new(p, 1, 99, t0);
+        let mut leases: Vec<(Generation, LeaseId)> = Vec::new();
+        for op in ops {
+            let (state, generation) = (b.state(), b.generation());
+            match op {
+                Op::Acquire(node) => {
+                    b.advance(now);
+                    let open_with_deadline = b.override_().is_none() && b.open_deadline().is_some_and(|d| now < d);
+                    let d = b.acquire(NodeId(node), now);
+                    if open_with_deadline {
+                        prop_assert!(!d.is_allowed(), "open circuit allowed before its deadline");
+                    }
+                    if let Decision::Allow { generation, lease: Some(l), .. } = d {
+                        leases.push((generation, l.id));
+                    }
+                }
+                Op::Report { node, outcome, latency_ms, current_generation, held_lease } => {
+                    b.advance(now);
+                    let lease = if held_lease { leases.pop() } else { None };
+                    let gen_ = match (current_generation, lease) {
+                        (_, Some((g, _))) => g,
+                        (true, None) => b.generation(),
+                        (false, None) => b.generation().wrapping_sub(1),
+                    };
+                    let before = (b.state(), b.generation(), b.policy_version(), b.counters());
+                    let r = Report { generation: gen_, lease: lease.map(|l| l.1), outcome, latency: Duration::from_millis(latency_ms), node: NodeId(node) };
+                    if b.record(&r, now) == Recorded::Stale {
+                        let after = b.counters();
+                        prop_assert_eq!((b.state(), b.generation(), b.policy_version()), (before.0, before.1, before.2));
+                        prop_assert_eq!(after, Counters { total_stale: before.3.total_stale + 1, ..before.3 });
+                    }
+                }
+                Op::Wait(ms) => {
+                    now += Duration::from_millis(ms);
+                    b.advance(now);
+                }
+                Op::Override(Some(kind)) => b.set_override(Override { kind, reason: "p".into(), actor: "p".into(), expires_at: Some(now + Duration::from_millis(1500)) }, now),
+                Op::Override(None) => { b.clear_override(now); }
+                Op::Reset => b.reset(now),
+            }
+            prop_assert!(b.counters().probes_in_flight <= max_probes);
+            prop_assert!(b.generation() >= generation, "generation went back");
+            if b.state() != state {
+                prop_assert!(b.generation() > generation, "state changed without a new generation");
+            }
+            if b.state() != State::Open {
+                prop_assert_eq!(b.open_deadline(), None);
+            }
+        }
+    }
+}
