@@ -1,0 +1,146 @@
+//! The naming rule for circuits and nodes: 1-200 bytes of `[A-Za-z0-9._:/-]`.
+//!
+//! Names are checked, never rewritten: a name that breaks the rule is refused
+//! with a message that says exactly which byte is wrong and where.
+
+use std::fmt;
+
+use super::error::CoreError;
+
+/// Longest circuit name or node id, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// What is wrong with a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameProblem {
+    /// The name is empty.
+    Empty,
+    /// The name is longer than [`MAX_NAME_LEN`].
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The name contains a byte outside the alphabet.
+    BadByte {
+        /// The byte.
+        byte: u8,
+        /// Its offset in the name.
+        offset: usize,
+    },
+}
+
+impl fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameProblem::Empty => f.write_str("is empty"),
+            NameProblem::TooLong { len } => {
+                write!(f, "has {len} bytes; the limit is {MAX_NAME_LEN}")
+            }
+            NameProblem::BadByte { byte, offset } => write!(
+                f,
+                "contains byte 0x{byte:02x} at offset {offset}; allowed: A-Z a-z 0-9 . _ : / -"
+            ),
+        }
+    }
+}
+
+fn allowed(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-')
+}
+
+/// The problem with `name` under the naming rule, if any (empty names are
+/// reported as [`NameProblem::Empty`]).
+pub fn name_problem(name: &str) -> Option<NameProblem> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() {
+        return Some(NameProblem::Empty);
+    }
+    if bytes.len() > MAX_NAME_LEN {
+        return Some(NameProblem::TooLong { len: bytes.len() });
+    }
+    bytes
+        .iter()
+        .position(|&b| !allowed(b))
+        .map(|offset| NameProblem::BadByte {
+            byte: bytes[offset],
+            offset,
+        })
+}
+
+/// Checks a circuit name: 1-200 bytes of `[A-Za-z0-9._:/-]`.
+pub fn validate_circuit_name(name: &str) -> Result<(), CoreError> {
+    check(name, "circuit name")
+}
+
+/// Checks a node id: like a circuit name, but empty is allowed (an
+/// anonymous node).
+pub fn validate_node_id(node: &str) -> Result<(), CoreError> {
+    if node.is_empty() {
+        return Ok(());
+    }
+    check(node, "node id")
+}
+
+/// Checks `name`, describing it as `what` in the error.
+pub(crate) fn check(name: &str, what: &str) -> Result<(), CoreError> {
+    match name_problem(name) {
+        None => Ok(()),
+        Some(problem) => Err(CoreError::InvalidName {
+            what: what.to_owned(),
+            problem,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_validation_table() {
+        let long = "a".repeat(231);
+        let max = "b".repeat(200);
+        let cases: &[(&str, Option<&str>)] = &[
+            ("payments", None),
+            ("recs:v2", None),
+            ("db-primary", None),
+            ("a.b_c:d/e-F9", None),
+            ("x", None),
+            (&max, None),
+            ("", Some("circuit name is empty")),
+            (&long, Some("circuit name has 231 bytes; the limit is 200")),
+            (
+                "pay ments",
+                Some("circuit name contains byte 0x20 at offset 3; allowed: A-Z a-z 0-9 . _ : / -"),
+            ),
+            (
+                "caf\u{e9}",
+                Some("circuit name contains byte 0xc3 at offset 3; allowed: A-Z a-z 0-9 . _ : / -"),
+            ),
+            (
+                "a*",
+                Some("circuit name contains byte 0x2a at offset 1; allowed: A-Z a-z 0-9 . _ : / -"),
+            ),
+            (
+                "\n",
+                Some("circuit name contains byte 0x0a at offset 0; allowed: A-Z a-z 0-9 . _ : / -"),
+            ),
+        ];
+        for (name, want) in cases {
+            let got = validate_circuit_name(name).err().map(|e| e.to_string());
+            assert_eq!(got.as_deref(), *want, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn node_ids_may_be_empty_but_follow_the_rule_otherwise() {
+        assert!(validate_node_id("").is_ok());
+        assert!(validate_node_id("web-1.eu").is_ok());
+        let err = validate_node_id("web 1").unwrap_err().to_string();
+        assert!(
+            err.starts_with("node id contains byte 0x20 at offset 3"),
+            "{err}"
+        );
+        assert!(validate_node_id(&"n".repeat(201)).is_err());
+    }
+}
