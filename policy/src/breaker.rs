@@ -17,7 +17,7 @@ use crate::policy::Policy;
 use crate::quorum::BadNodes;
 use crate::types::{
     Counters, Decision, Generation, Lease, LeaseId, NodeId, Outcome, Override, OverrideKind,
-    Recorded, RejectReason, Report, State, Transition, TransitionCause,
+    Persisted, Recorded, RejectReason, Report, State, Transition, TransitionCause,
 };
 use crate::window::Window;
 
@@ -97,21 +97,35 @@ impl Breaker {
         }
     }
 
-    /// A breaker restored as `OPEN` until `open_until` (from a store after a
-    /// restart), at `generation`, after `consecutive_trips` trips.
-    pub fn restore_open(
-        policy: Policy,
-        generation: Generation,
-        seed: u64,
-        open_until: Instant,
-        consecutive_trips: u32,
-        now: Instant,
-    ) -> Self {
-        let mut b = Self::new(policy, generation, seed, now);
-        b.state = State::Open;
-        b.open_until = Some(open_until);
-        b.consecutive_trips = consecutive_trips.max(1);
+    /// A breaker restored from what [`persisted`](Self::persisted) saved
+    /// (after a restart): same state, generation, override and backoff
+    /// memory; soft counters start afresh and no probe is in flight. An
+    /// open circuit without a deadline and without the forced-open override
+    /// that would explain it is restored half-open, so it probes first.
+    pub fn restore(policy: Policy, seed: u64, saved: Persisted, now: Instant) -> Self {
+        let mut b = Self::new(policy, saved.generation, seed, now);
+        b.consecutive_trips = saved.consecutive_trips;
+        b.override_ = saved.override_;
+        b.state = saved.state;
+        if saved.state == State::Open {
+            b.open_until = saved.open_until;
+            if b.held_open() && !b.forced_open() {
+                b.state = State::HalfOpen;
+            }
+        }
+        b.advance(now);
         b
+    }
+
+    /// The parts of this breaker that must survive a restart.
+    pub fn persisted(&self) -> Persisted {
+        Persisted {
+            state: self.state,
+            generation: self.generation,
+            open_until: self.open_deadline(),
+            consecutive_trips: self.consecutive_trips,
+            override_: self.override_.clone(),
+        }
     }
 
     /// Asks to make a call at `now`.
@@ -462,6 +476,16 @@ impl Breaker {
     /// Open with no deadline: only a forced-open override does that.
     fn held_open(&self) -> bool {
         self.state == State::Open && self.open_until.is_none()
+    }
+
+    fn forced_open(&self) -> bool {
+        matches!(
+            self.override_,
+            Some(Override {
+                kind: OverrideKind::ForcedOpen,
+                ..
+            })
+        )
     }
 
     /// Back to closed with fresh counters and no backoff memory, under a new

@@ -35,5 +35,5 @@ pub use policy::{
 };
 pub use types::{
     Counters, Decision, Generation, Lease, LeaseId, NodeId, Outcome, Override, OverrideKind,
-    Recorded, RejectReason, Report, State, Transition, TransitionCause,
+    Persisted, Recorded, RejectReason, Report, State, Transition, TransitionCause,
 };

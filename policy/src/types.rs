@@ -264,3 +264,20 @@ pub struct Counters {
     /// Probe leases taken back after their lease time.
     pub total_leases_expired: u64,
 }
+
+/// The parts of a breaker that survive a restart (see
+/// [`Breaker::persisted`](crate::Breaker::persisted)). Counters inside a
+/// closed window are soft state and are not part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persisted {
+    /// State at the time of saving.
+    pub state: State,
+    /// Generation at the time of saving.
+    pub generation: Generation,
+    /// Open deadline, while open with one.
+    pub open_until: Option<Instant>,
+    /// Trips since the last full recovery (backoff memory).
+    pub consecutive_trips: u32,
+    /// Operator override.
+    pub override_: Option<Override>,
+}

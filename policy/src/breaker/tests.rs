@@ -754,3 +754,67 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn restore_keeps_what_must_survive_a_restart() {
+    let t0 = Instant::now();
+    let p = policy(PolicySpec {
+        consecutive_failures: Some(1),
+        ..Default::default()
+    });
+    let mut b = Breaker::new(p.clone(), 1, 3, t0);
+    let g = b.acquire(NodeId(1), t0).generation();
+    b.record(
+        &Report {
+            generation: g,
+            lease: None,
+            outcome: F,
+            latency: Duration::ZERO,
+            node: NodeId(1),
+        },
+        t0,
+    );
+    let saved = b.persisted();
+    assert_eq!(saved.state, State::Open);
+
+    // Restarted 10 s later: still open until the original deadline.
+    let later = t0 + Duration::from_secs(10);
+    let r = Breaker::restore(p.clone(), 3, saved.clone(), later);
+    assert_eq!((r.state(), r.generation()), (State::Open, saved.generation));
+    assert_eq!(r.open_deadline(), saved.open_until);
+    assert_eq!(r.consecutive_trips(), 1);
+
+    // Restarted after the deadline: half-open, probing first.
+    let r = Breaker::restore(p.clone(), 3, saved.clone(), t0 + Duration::from_secs(61));
+    assert_eq!(r.state(), State::HalfOpen);
+    assert!(r.generation() > saved.generation);
+
+    // Open without deadline or forced-open override: probe first.
+    let odd = Persisted {
+        open_until: None,
+        ..saved
+    };
+    assert_eq!(
+        Breaker::restore(p.clone(), 3, odd, later).state(),
+        State::HalfOpen
+    );
+
+    // Forced open survives as held open.
+    let mut b = Breaker::new(p.clone(), 5, 3, t0);
+    b.set_override(
+        Override {
+            kind: OverrideKind::ForcedOpen,
+            reason: "r".into(),
+            actor: "a".into(),
+            expires_at: None,
+        },
+        t0,
+    );
+    let r = Breaker::restore(p, 3, b.persisted(), later);
+    assert_eq!(r.state(), State::Open);
+    assert!(!r.clone().acquire(NodeId(1), later).is_allowed());
+    assert_eq!(
+        r.override_().map(|o| o.kind),
+        Some(OverrideKind::ForcedOpen)
+    );
+}
