@@ -1,0 +1,2 @@
+//! Hot-path benchmark (filled in below).
+fn main() {}

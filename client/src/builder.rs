@@ -1,0 +1,146 @@
+//! Configuration of a [`Coordinator`] connection.
+
+use std::time::Duration;
+
+use tonic::transport::Endpoint;
+
+use crate::backoff::Backoff;
+use crate::circuit::validate_name;
+use crate::coordinator::Coordinator;
+use crate::error::Error;
+
+/// Default deadline of every coordinator RPC.
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_millis(30);
+/// Default TCP connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Default capacity of the report queue.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+/// Default largest report batch.
+pub const DEFAULT_BATCH_SIZE: usize = 512;
+/// Default longest time an outcome waits in the client before it is sent.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) endpoint: String,
+    pub(crate) node_id: String,
+    pub(crate) rpc_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) queue_capacity: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) flush_interval: Duration,
+    pub(crate) backoff: Backoff,
+}
+
+/// Builds a [`Coordinator`]; start with [`Coordinator::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Builder {
+    config: Config,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            config: Config {
+                endpoint: "http://127.0.0.1:50051".into(),
+                node_id: String::new(),
+                rpc_timeout: DEFAULT_RPC_TIMEOUT,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                queue_capacity: DEFAULT_QUEUE_CAPACITY,
+                batch_size: DEFAULT_BATCH_SIZE,
+                flush_interval: DEFAULT_FLUSH_INTERVAL,
+                backoff: Backoff::default(),
+            },
+        }
+    }
+}
+
+impl Builder {
+    /// The coordinator's URI, e.g. `http://127.0.0.1:50051`.
+    pub fn endpoint(mut self, uri: impl Into<String>) -> Self {
+        self.config.endpoint = uri.into();
+        self
+    }
+
+    /// This node's identity (1-200 bytes of `[A-Za-z0-9._:/-]`), used by
+    /// the quorum rule and in the coordinator's logs. Default: anonymous.
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.config.node_id = id.into();
+        self
+    }
+
+    /// Deadline of every coordinator RPC: no application call waits longer
+    /// on the coordinator. Default 30 ms.
+    pub fn rpc_timeout(mut self, d: Duration) -> Self {
+        self.config.rpc_timeout = d;
+        self
+    }
+
+    /// TCP connect timeout. Default 250 ms.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+
+    /// Capacity of the report queue; outcomes beyond it are dropped and
+    /// counted. Default 65 536.
+    pub fn report_queue_capacity(mut self, n: usize) -> Self {
+        self.config.queue_capacity = n;
+        self
+    }
+
+    /// Largest batch sent at once. Default 512.
+    pub fn report_batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n;
+        self
+    }
+
+    /// Longest time an outcome waits before it is sent (failures and probe
+    /// outcomes are sent at once). Default 10 ms.
+    pub fn flush_interval(mut self, d: Duration) -> Self {
+        self.config.flush_interval = d;
+        self
+    }
+
+    /// Reconnect backoff: full jitter between 0 and `min(cap, base * 2^n)`.
+    /// Default 50 ms base, 5 s cap.
+    pub fn reconnect_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.config.backoff = Backoff::new(base, cap);
+        self
+    }
+
+    /// Check the configuration and start the connection. Never waits on the
+    /// network: the channel connects lazily and the Watch and report
+    /// streams are opened by background tasks. Must be called within a
+    /// tokio runtime.
+    pub fn build(self) -> Result<Coordinator, Error> {
+        let c = self.config;
+        if !c.node_id.is_empty() {
+            validate_name(&c.node_id).map_err(|e| Error::Config(format!("node id: {e}")))?;
+        }
+        if c.rpc_timeout.is_zero() {
+            return Err(Error::Config("rpc_timeout must be positive".into()));
+        }
+        if c.queue_capacity == 0 || c.batch_size == 0 || c.batch_size > 10_000 {
+            return Err(Error::Config(
+                "report_queue_capacity must be positive and report_batch_size within 1..=10000"
+                    .into(),
+            ));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::Config("Coordinator::build must run inside a tokio runtime".into())
+        })?;
+        let endpoint = Endpoint::from_shared(c.endpoint.clone())
+            .map_err(|e| Error::Config(format!("endpoint {:?}: {e}", c.endpoint)))?
+            .connect_timeout(c.connect_timeout)
+            .tcp_nodelay(true)
+            // Notice a coordinator that vanished without closing the
+            // connection (host down, partition).
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        Ok(Coordinator::start(c, channel, runtime))
+    }
+}

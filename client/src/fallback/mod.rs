@@ -1,0 +1,1 @@
+//! fallback helpers (filled in by the retry/fallback/layer engineer).

@@ -1,0 +1,1 @@
+//! layer helpers (filled in by the retry/fallback/layer engineer).

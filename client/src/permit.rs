@@ -1,0 +1,170 @@
+//! The permission to make one call, and the report of how it went.
+//!
+//! A [`Permit`] records its outcome exactly once. Reporting never blocks and
+//! never fails the caller: outcomes go into a bounded queue that a background
+//! task flushes to the coordinator (see [`report`](crate::report)). Dropping
+//! a permit without reporting records [`Outcome::Ignored`], which hands a
+//! half-open probe lease straight back to the coordinator instead of letting
+//! it wait for the lease to expire.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use breakerd_policy::Outcome;
+use tokio::time::Instant;
+
+use crate::circuit::CircuitShared;
+use crate::coordinator::Link;
+use crate::degraded;
+use crate::report::Queued;
+
+/// Who decided, and so where the outcome goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PermitKind {
+    /// Decided from coordinator state: report to the coordinator.
+    Coordinated,
+    /// Decided by the local breaker (degraded `LOCAL` mode): feed it.
+    Local,
+    /// Allowed without any breaker (degraded `FAIL_OPEN`, or an override
+    /// while unreachable): nothing to report.
+    Unchecked,
+}
+
+/// Permission to make one protected call. Report how it went with
+/// [`success`](Self::success), [`failure`](Self::failure),
+/// [`ignored`](Self::ignored) or [`record`](Self::record); dropping it
+/// unreported counts as ignored.
+#[must_use = "a permit must be given the call's outcome (dropping it reports IGNORED)"]
+pub struct Permit {
+    circuit: Arc<CircuitShared>,
+    generation: u64,
+    lease: u64,
+    kind: PermitKind,
+    started: Instant,
+    done: bool,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("circuit", &self.circuit.name)
+            .field("generation", &self.generation)
+            .field("lease", &self.lease)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl Permit {
+    pub(crate) fn new(
+        circuit: Arc<CircuitShared>,
+        generation: u64,
+        lease: u64,
+        kind: PermitKind,
+    ) -> Self {
+        Self {
+            circuit,
+            generation,
+            lease,
+            kind,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// The circuit this permit is for.
+    pub fn circuit(&self) -> &str {
+        &self.circuit.name
+    }
+
+    /// Generation the call was granted under.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The half-open probe lease this permit holds, if it is a probe.
+    pub fn lease_id(&self) -> Option<u64> {
+        (self.lease != 0).then_some(self.lease)
+    }
+
+    /// True when this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.lease != 0
+    }
+
+    /// True when the decision was made locally because the coordinator was
+    /// unreachable (degraded mode).
+    pub fn is_degraded(&self) -> bool {
+        self.kind != PermitKind::Coordinated
+    }
+
+    /// Time since the permit was granted.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The call succeeded.
+    pub fn success(self) {
+        self.record_outcome(Outcome::Success);
+    }
+
+    /// The call failed in a way that counts against the dependency.
+    pub fn failure(self) {
+        self.record_outcome(Outcome::Failure);
+    }
+
+    /// The call says nothing about the dependency (cancelled, bad request).
+    /// Returns a probe lease at once.
+    pub fn ignored(self) {
+        self.record_outcome(Outcome::Ignored);
+    }
+
+    /// Record `outcome` with the latency measured since the permit was
+    /// granted.
+    pub fn record_outcome(mut self, outcome: Outcome) {
+        let latency = self.started.elapsed();
+        self.finish(outcome, latency);
+    }
+
+    /// Record `outcome` with a latency the caller measured.
+    pub fn record(mut self, outcome: Outcome, latency: Duration) {
+        self.finish(outcome, latency);
+    }
+
+    fn finish(&mut self, outcome: Outcome, latency: Duration) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let c = &self.circuit;
+        match self.kind {
+            PermitKind::Coordinated => {
+                // While unreachable, the node's own outcomes also feed the
+                // local breaker, so it trips on what it sees.
+                if c.common.link() == Link::Down {
+                    degraded::feed(c, self.generation, None, outcome, latency);
+                }
+                c.common.enqueue(Queued {
+                    idx: c.idx,
+                    generation: self.generation,
+                    lease: self.lease,
+                    outcome,
+                    latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                });
+            }
+            PermitKind::Local => {
+                let lease = (self.lease != 0).then_some(self.lease);
+                degraded::feed(c, self.generation, lease, outcome, latency);
+            }
+            PermitKind::Unchecked => {}
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done {
+            let latency = self.started.elapsed();
+            self.finish(Outcome::Ignored, latency);
+        }
+    }
+}

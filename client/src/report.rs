@@ -1,0 +1,270 @@
+//! The report task: outcomes from a bounded queue to one `ReportStream`.
+//!
+//! Permits put outcomes into a bounded queue with `try_send` (a full queue
+//! drops the outcome and counts it in `dropped_reports`; the caller never
+//! blocks). This task sends them in order over one bidirectional stream per
+//! coordinator, in batches: at the latest `flush_interval` (10 ms) after the
+//! first outcome of a batch, as soon as a batch is full (512), and at once
+//! when a failure or a probe outcome arrives, so the fleet trips within one
+//! flush of the failure that crosses the threshold and a returned probe
+//! lease is free again at once.
+//!
+//! While the stream is down, outcomes are dropped (counted in
+//! `unsent_reports`): they feed the local breaker of degraded mode instead,
+//! and by the time the coordinator is back they would mostly be stale.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use breakerd_policy::Outcome;
+use breakerd_proto::v1 as pb;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::coordinator::{Common, Inner};
+
+/// One outcome waiting to be sent: the circuit by registry index, so that
+/// queueing it copies 32 bytes and allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Queued {
+    pub(crate) idx: u32,
+    pub(crate) generation: u64,
+    pub(crate) lease: u64,
+    pub(crate) outcome: Outcome,
+    pub(crate) latency_us: u64,
+}
+
+/// What the queue carries.
+pub(crate) enum Item {
+    Report(Queued),
+    /// Answer `true` once everything queued before has been acknowledged.
+    Flush(oneshot::Sender<bool>),
+}
+
+type Waiters = Vec<oneshot::Sender<bool>>;
+
+fn outcome_to_proto(o: Outcome) -> i32 {
+    match o {
+        Outcome::Success => pb::Outcome::Success as i32,
+        Outcome::Failure => pb::Outcome::Failure as i32,
+        Outcome::Ignored => pb::Outcome::Ignored as i32,
+    }
+}
+
+/// Drop what is queued (the stream is down) and answer flushes with false.
+fn discard(c: &Common, item: Item) {
+    match item {
+        Item::Report(_) => {
+            c.stats.unsent_reports.fetch_add(1, Ordering::Relaxed);
+        }
+        Item::Flush(tx) => {
+            let _ = tx.send(false);
+        }
+    }
+}
+
+pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
+    let c = Arc::clone(&inner.common);
+    let mut names: Vec<String> = Vec::new();
+    let mut attempt: u32 = 0;
+    loop {
+        // Connect only once there is something to send.
+        let Some(first) = rx.recv().await else { return };
+        let (tx, req_rx) = mpsc::channel::<pb::ReportRequest>(8);
+        let mut client = c.client.clone();
+        let deadline = c.config.connect_timeout + c.config.rpc_timeout;
+        let opened =
+            tokio::time::timeout(deadline, client.report_stream(ReceiverStream::new(req_rx))).await;
+        let mut responses = match opened {
+            Ok(Ok(r)) => r.into_inner(),
+            _ => {
+                discard(&c, first);
+                let d = c.config.backoff.delay(attempt);
+                attempt = attempt.saturating_add(1);
+                // Keep draining while backing off: nothing may pile up
+                // behind a dead stream.
+                let until = Instant::now() + d;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => break,
+                        item = rx.recv() => match item {
+                            Some(item) => discard(&c, item),
+                            None => return,
+                        },
+                    }
+                }
+                continue;
+            }
+        };
+        attempt = 0;
+        // Waiters of each batch in flight, in send order; the coordinator
+        // answers batches in order.
+        let pending: Arc<Mutex<VecDeque<Waiters>>> = Arc::default();
+        let reader = {
+            let pending = Arc::clone(&pending);
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                while let Ok(Some(r)) = responses.message().await {
+                    c.stats
+                        .applied_reports
+                        .fetch_add(u64::from(r.applied), Ordering::Relaxed);
+                    c.stats
+                        .stale_reports
+                        .fetch_add(u64::from(r.stale), Ordering::Relaxed);
+                    if let Some(ws) = pending.lock().pop_front() {
+                        for w in ws {
+                            let _ = w.send(true);
+                        }
+                    }
+                }
+                for ws in pending.lock().drain(..) {
+                    for w in ws {
+                        let _ = w.send(false);
+                    }
+                }
+            })
+        };
+        let mut reader = reader;
+        let mut batch: Vec<pb::OutcomeReport> = Vec::with_capacity(c.config.batch_size);
+        let mut waiters: Waiters = Vec::new();
+        let mut next: Option<Item> = Some(first);
+        let mut flush_at: Option<Instant> = None;
+        let lost = loop {
+            let mut urgent = false;
+            if let Some(item) = next.take() {
+                urgent |= take(&inner, &mut names, &mut batch, &mut waiters, item);
+                // Whatever is already queued goes into the same batch.
+                while batch.len() < c.config.batch_size {
+                    match rx.try_recv() {
+                        Ok(item) => {
+                            urgent |= take(&inner, &mut names, &mut batch, &mut waiters, item)
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if flush_at.is_none() && !batch.is_empty() {
+                    flush_at = Some(Instant::now() + c.config.flush_interval);
+                }
+            } else {
+                // The flush timer fired.
+                urgent = true;
+            }
+            if urgent || batch.len() >= c.config.batch_size {
+                flush_at = None;
+                if !send(&c, &tx, &pending, &mut batch, &mut waiters).await {
+                    break true;
+                }
+            }
+            tokio::select! {
+                _ = &mut reader => break true,
+                item = rx.recv() => match item {
+                    Some(item) => next = Some(item),
+                    None => break false,
+                },
+                () = sleep_until_opt(flush_at) => {}
+            }
+        };
+        drop(tx);
+        reader.abort();
+        c.stats
+            .unsent_reports
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        batch.clear();
+        for w in waiters.drain(..) {
+            let _ = w.send(false);
+        }
+        for ws in pending.lock().drain(..) {
+            for w in ws {
+                let _ = w.send(false);
+            }
+        }
+        if !lost {
+            return;
+        }
+        tracing::debug!("report stream lost; reconnecting");
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Add an item to the batch; true when it must go out at once.
+fn take(
+    inner: &Inner,
+    names: &mut Vec<String>,
+    batch: &mut Vec<pb::OutcomeReport>,
+    waiters: &mut Waiters,
+    item: Item,
+) -> bool {
+    match item {
+        Item::Flush(w) => {
+            waiters.push(w);
+            true
+        }
+        Item::Report(q) => {
+            let idx = q.idx as usize;
+            while names.len() <= idx {
+                match inner.circuit_at(names.len() as u32) {
+                    Some(s) => names.push(s.name.to_string()),
+                    None => return false,
+                }
+            }
+            batch.push(pb::OutcomeReport {
+                circuit: names[idx].clone(),
+                generation: q.generation,
+                lease_id: q.lease,
+                outcome: outcome_to_proto(q.outcome),
+                latency_us: q.latency_us,
+            });
+            q.outcome == Outcome::Failure || q.lease != 0
+        }
+    }
+}
+
+/// Send the batch (with its flush waiters). False when the stream is gone.
+async fn send(
+    c: &Common,
+    tx: &mpsc::Sender<pb::ReportRequest>,
+    pending: &Mutex<VecDeque<Waiters>>,
+    batch: &mut Vec<pb::OutcomeReport>,
+    waiters: &mut Waiters,
+) -> bool {
+    if batch.is_empty() {
+        if waiters.is_empty() {
+            return true;
+        }
+        // Nothing new to send: the flush completes with the last batch in
+        // flight, or at once when none is.
+        let mut p = pending.lock();
+        match p.back_mut() {
+            Some(last) => last.append(waiters),
+            None => {
+                for w in waiters.drain(..) {
+                    let _ = w.send(true);
+                }
+            }
+        }
+        return true;
+    }
+    let n = batch.len() as u64;
+    let outcomes = std::mem::replace(batch, Vec::with_capacity(c.config.batch_size));
+    pending.lock().push_back(std::mem::take(waiters));
+    let req = pb::ReportRequest {
+        node_id: c.node_name.clone(),
+        outcomes,
+    };
+    if tx.send(req).await.is_err() {
+        c.stats.unsent_reports.fetch_add(n, Ordering::Relaxed);
+        return false;
+    }
+    c.stats.sent_reports.fetch_add(n, Ordering::Relaxed);
+    c.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
+    true
+}

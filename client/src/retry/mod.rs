@@ -1,0 +1,1 @@
+//! retry helpers (filled in by the retry/fallback/layer engineer).
