@@ -1,0 +1,172 @@
+//! Serving: wires the core, the gRPC services, health, reflection and the
+//! transport limits together, and shuts down gracefully within a bound.
+//!
+//! [`serve`] is what both the binary and the end-to-end tests run, so the
+//! tests exercise the real wiring. The caller binds the listener (port 0
+//! works: the bound address is logged as `listen_addr`).
+
+use std::{future::Future, io, net::SocketAddr};
+
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    config::Config,
+    core::Registry,
+    grpc::{self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal, trace::TraceLayer},
+};
+
+/// Health-checked service names: the whole server (`""`) and both APIs.
+pub const HEALTH_SERVICES: [&str; 3] = ["", BREAKER_SERVICE_NAME, ADMIN_SERVICE_NAME];
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The listener has no local address.
+    #[error("cannot read the listen address: {0}")]
+    LocalAddr(#[source] io::Error),
+    /// The reflection service could not be built from the descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for name in HEALTH_SERVICES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains.
+///
+/// Health reports `NOT_SERVING` until the registry is ready, `SERVING`
+/// while it serves, and `NOT_SERVING` again as soon as shutdown begins. On
+/// shutdown the listener closes, Watch and ReportStream streams end with
+/// `UNAVAILABLE`, and in-flight calls get `config.shutdown_drain` to finish
+/// before this returns anyway.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let listen_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(breakerd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(breakerd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let (stop_tx, stop) = ShutdownSignal::new();
+    let registry = Registry::new(config.registry_config(), config.resolver.clone());
+    let background = registry.spawn_background({
+        let mut stop = stop.clone();
+        async move { stop.wait().await }
+    });
+    let (breaker, admin) = grpc::services(registry.clone(), config.max_message_bytes, stop.clone());
+
+    // The registry holds its whole state from construction on; when a store
+    // is added, this is where loading it completes.
+    set_health(&health, ServingStatus::Serving).await;
+    tracing::info!(
+        listen_addr = %listen_addr,
+        max_circuits = config.max_circuits,
+        version = env!("CARGO_PKG_VERSION"),
+        "breakerd listening"
+    );
+
+    let drain = config.shutdown_drain;
+    let (drain_tx, drain_rx) = oneshot::channel::<()>();
+    let signal = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!(
+                drain_ms = drain.as_millis() as u64,
+                "shutdown requested; draining"
+            );
+            set_health(&health, ServingStatus::NotServing).await;
+            // Ends streams and the background driver.
+            let _ = stop_tx.send(true);
+            let _ = drain_tx.send(());
+        }
+    };
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
+    let server = Server::builder()
+        .timeout(config.request_timeout)
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .http2_keepalive_interval(config.http2_keepalive_interval)
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+        .layer(TraceLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(breaker)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming, signal);
+
+    let result = tokio::select! {
+        result = server => result.map_err(ServeError::from),
+        () = async {
+            if drain_rx.await.is_err() {
+                // The server ended before shutdown began; its branch wins.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(drain_ms = drain.as_millis() as u64, "drain deadline passed; closing remaining connections");
+            Ok(())
+        }
+    };
+    if let Some(background) = background {
+        background.abort();
+    }
+    tracing::info!("breakerd stopped");
+    result
+}
+
+/// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "signal received"),
+        () = term => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+}

@@ -1,0 +1,113 @@
+//! `breakerd.v1.Admin`: inspect and steer circuits. The core checks the
+//! actor and reason of every change and writes the audit event.
+
+use std::{sync::Arc, time::Duration};
+
+use breakerd_proto::v1::{self as pb, admin_server::Admin};
+use tonic::{Request, Response, Status};
+
+use super::convert::{
+    detail_to_proto, invalid, override_kind_from_proto, policy_spec_from_proto, snapshot_to_proto,
+    state_filter_from_proto,
+};
+use crate::core::{ListQuery, Registry};
+
+/// The admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    registry: Arc<Registry>,
+}
+
+impl AdminService {
+    /// A service steering `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn get_circuit(
+        &self,
+        request: Request<pb::GetCircuitRequest>,
+    ) -> Result<Response<pb::CircuitDetail>, Status> {
+        let detail = self.registry.get(&request.get_ref().name)?;
+        Ok(Response::new(detail_to_proto(&detail)))
+    }
+
+    async fn list_circuits(
+        &self,
+        request: Request<pb::ListCircuitsRequest>,
+    ) -> Result<Response<pb::ListCircuitsResponse>, Status> {
+        let req = request.into_inner();
+        let query = ListQuery {
+            prefix: req.prefix,
+            state: state_filter_from_proto(req.state)?,
+            page_size: usize::try_from(req.page_size).unwrap_or(usize::MAX),
+            page_token: req.page_token,
+        };
+        let page = self.registry.list(&query)?;
+        Ok(Response::new(pb::ListCircuitsResponse {
+            circuits: page.circuits.iter().map(snapshot_to_proto).collect(),
+            next_page_token: page.next_page_token,
+            total_matching: page.total_matching,
+        }))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::CircuitDetail>, Status> {
+        let req = request.into_inner();
+        let Some(policy) = &req.policy else {
+            return Err(invalid("policy", "is required: set the fields to change"));
+        };
+        let spec = policy_spec_from_proto(policy)?;
+        let detail = self
+            .registry
+            .set_policy(&req.name, &spec, &req.actor, &req.reason)?;
+        Ok(Response::new(detail_to_proto(&detail)))
+    }
+
+    async fn set_override(
+        &self,
+        request: Request<pb::SetOverrideRequest>,
+    ) -> Result<Response<pb::CircuitDetail>, Status> {
+        let req = request.into_inner();
+        let kind = override_kind_from_proto(req.kind)?;
+        let expires_in = (req.expires_in_ms != 0).then(|| Duration::from_millis(req.expires_in_ms));
+        let detail =
+            self.registry
+                .set_override(&req.name, kind, &req.actor, &req.reason, expires_in)?;
+        Ok(Response::new(detail_to_proto(&detail)))
+    }
+
+    async fn clear_override(
+        &self,
+        request: Request<pb::ClearOverrideRequest>,
+    ) -> Result<Response<pb::CircuitDetail>, Status> {
+        let req = request.into_inner();
+        let detail = self
+            .registry
+            .clear_override(&req.name, &req.actor, &req.reason)?;
+        Ok(Response::new(detail_to_proto(&detail)))
+    }
+
+    async fn reset_circuit(
+        &self,
+        request: Request<pb::ResetCircuitRequest>,
+    ) -> Result<Response<pb::CircuitDetail>, Status> {
+        let req = request.into_inner();
+        let detail = self.registry.reset(&req.name, &req.actor, &req.reason)?;
+        Ok(Response::new(detail_to_proto(&detail)))
+    }
+
+    async fn delete_circuit(
+        &self,
+        request: Request<pb::DeleteCircuitRequest>,
+    ) -> Result<Response<pb::DeleteCircuitResponse>, Status> {
+        let req = request.into_inner();
+        self.registry.delete(&req.name, &req.actor, &req.reason)?;
+        Ok(Response::new(pb::DeleteCircuitResponse { name: req.name }))
+    }
+}

@@ -1,0 +1,187 @@
+//! `breakerd.v1.Breaker`: Acquire, Report, ReportStream and Watch.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use breakerd_policy::Decision;
+use breakerd_proto::v1::{self as pb, breaker_server::Breaker};
+use futures_util::{Stream, StreamExt, stream};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{
+    ShutdownSignal,
+    convert::{
+        ms_ceil, outcome_from_proto, reject_reason_to_proto, snapshot_to_proto, state_to_proto,
+    },
+};
+use crate::core::{OutcomeIn, Registry, Subscription, WatchUpdate};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The data-plane service.
+#[derive(Debug, Clone)]
+pub struct BreakerService {
+    registry: Arc<Registry>,
+    shutdown: ShutdownSignal,
+}
+
+impl BreakerService {
+    /// A service answering from `registry`; its streams end on `shutdown`.
+    pub fn new(registry: Arc<Registry>, shutdown: ShutdownSignal) -> Self {
+        Self { registry, shutdown }
+    }
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("breakerd is shutting down; reconnect")
+}
+
+/// A Report batch as the core takes it; any bad outcome refuses the batch.
+fn outcomes_from_proto(req: &pb::ReportRequest) -> Result<Vec<OutcomeIn>, Status> {
+    req.outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            Ok(OutcomeIn {
+                circuit: o.circuit.clone(),
+                generation: o.generation,
+                lease: (o.lease_id != 0).then_some(o.lease_id),
+                outcome: outcome_from_proto(o.outcome, &format!("outcomes[{i}].outcome"))?,
+                latency: Duration::from_micros(o.latency_us),
+            })
+        })
+        .collect()
+}
+
+fn report(registry: &Registry, req: &pb::ReportRequest) -> Result<pb::ReportResponse, Status> {
+    let outcomes = outcomes_from_proto(req)?;
+    let s = registry.report(&req.node_id, &outcomes)?;
+    Ok(pb::ReportResponse {
+        applied: s.applied,
+        stale: s.stale,
+        unknown: s.unknown,
+    })
+}
+
+fn watch_event(update: WatchUpdate) -> pb::WatchEvent {
+    let (initial, snaps) = match update {
+        WatchUpdate::Resync(s) => (true, s),
+        WatchUpdate::Changed(s) => (false, s),
+    };
+    pb::WatchEvent {
+        initial,
+        circuits: snaps.iter().map(|s| snapshot_to_proto(s)).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Breaker for BreakerService {
+    async fn acquire(
+        &self,
+        request: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let req = request.into_inner();
+        let out = self.registry.acquire(&req.circuit, &req.node_id)?;
+        let res = match out.decision {
+            Decision::Allow {
+                generation,
+                state,
+                lease,
+            } => pb::AcquireResponse {
+                allowed: true,
+                generation,
+                state: state_to_proto(state).into(),
+                lease_id: lease.map_or(0, |l| l.id),
+                lease_ttl_ms: lease.map_or(0, |l| ms_ceil(l.ttl)),
+                retry_after_ms: 0,
+                reject_reason: pb::RejectReason::None.into(),
+                policy_version: out.policy_version,
+            },
+            Decision::Reject {
+                generation,
+                state,
+                reason,
+                retry_after,
+            } => pb::AcquireResponse {
+                allowed: false,
+                generation,
+                state: state_to_proto(state).into(),
+                lease_id: 0,
+                lease_ttl_ms: 0,
+                retry_after_ms: ms_ceil(retry_after),
+                reject_reason: reject_reason_to_proto(reason).into(),
+                policy_version: out.policy_version,
+            },
+        };
+        Ok(Response::new(res))
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        report(&self.registry, request.get_ref()).map(Response::new)
+    }
+
+    type ReportStreamStream = BoxStream<pb::ReportResponse>;
+
+    async fn report_stream(
+        &self,
+        request: Request<Streaming<pb::ReportRequest>>,
+    ) -> Result<Response<Self::ReportStreamStream>, Status> {
+        struct State {
+            inbound: Streaming<pb::ReportRequest>,
+            registry: Arc<Registry>,
+            shutdown: ShutdownSignal,
+            done: bool,
+        }
+        let state = State {
+            inbound: request.into_inner(),
+            registry: self.registry.clone(),
+            shutdown: self.shutdown.clone(),
+            done: false,
+        };
+        // One response per batch, in order; the first error ends the stream.
+        let out = stream::unfold(state, |mut st| async move {
+            if st.done {
+                return None;
+            }
+            let next = tokio::select! {
+                biased;
+                () = st.shutdown.wait() => Some(Err(shutting_down())),
+                msg = st.inbound.message() => match msg {
+                    Ok(Some(req)) => Some(report(&st.registry, &req)),
+                    Ok(None) => None,
+                    Err(status) => Some(Err(status)),
+                },
+            };
+            let item = next?;
+            st.done = item.is_err();
+            Some((item, st))
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    type WatchStream = BoxStream<pb::WatchEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        crate::core::validate_node_id(&req.node_id)?;
+        let sub = self.registry.watch(&req.circuits)?;
+        tracing::debug!(node_id = %req.node_id, circuits = req.circuits.len(), "watch started");
+        let state: (Subscription, ShutdownSignal, bool) = (sub, self.shutdown.clone(), false);
+        let out = stream::unfold(state, |(mut sub, mut shutdown, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.wait() => Some((Err(shutting_down()), (sub, shutdown, true))),
+                update = sub.next() => update.map(|u| (Ok(watch_event(u)), (sub, shutdown, false))),
+            }
+        });
+        Ok(Response::new(out.boxed()))
+    }
+}

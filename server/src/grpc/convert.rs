@@ -1,0 +1,269 @@
+//! The one place where wire types meet core types: proto ↔ policy
+//! conversions, and the exhaustive mapping of [`CoreError`] to gRPC status
+//! codes (adding an error variant forces a decision about its code here).
+//!
+//! Everything arriving from the network is checked here before the core
+//! sees it: unknown enum numbers and `UNSPECIFIED` where a value is required
+//! are `INVALID_ARGUMENT` naming the field.
+
+use std::time::Duration;
+
+use breakerd_policy::{self as policy, Policy, PolicySpec};
+use breakerd_proto::v1 as pb;
+use tonic::Status;
+
+use crate::core::{CircuitDetail, CircuitSnapshot, CoreError, OverrideSnapshot, TransitionView};
+
+/// Maps a core error to its gRPC status. Exhaustive on purpose.
+pub fn status_from_core(err: CoreError) -> Status {
+    match err {
+        e @ CoreError::InvalidName { .. } => Status::invalid_argument(e.to_string()),
+        CoreError::InvalidPolicy(e) => invalid(&format!("policy.{}", e.field), e.reason),
+        CoreError::InvalidArgument(msg) => Status::invalid_argument(msg),
+        e @ CoreError::NotFound { .. } => Status::not_found(e.to_string()),
+        e @ CoreError::TooManyCircuits { .. } => Status::resource_exhausted(e.to_string()),
+    }
+}
+
+impl From<CoreError> for Status {
+    fn from(err: CoreError) -> Status {
+        status_from_core(err)
+    }
+}
+
+/// An `INVALID_ARGUMENT` naming `field`.
+pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {reason}"))
+}
+
+/// A proto `Policy` (only set fields change anything) as a [`PolicySpec`].
+/// `UNSPECIFIED` enum values mean "unchanged"; unknown numbers are refused.
+pub fn policy_spec_from_proto(p: &pb::Policy) -> Result<PolicySpec, Status> {
+    let window_kind = match p.window_kind {
+        None => None,
+        Some(n) => match pb::WindowKind::try_from(n) {
+            Ok(pb::WindowKind::Unspecified) => None,
+            Ok(pb::WindowKind::Count) => Some(policy::WindowKind::Count),
+            Ok(pb::WindowKind::Time) => Some(policy::WindowKind::Time),
+            Err(_) => {
+                return Err(invalid(
+                    "policy.window_kind",
+                    format!("unknown WindowKind {n}"),
+                ));
+            }
+        },
+    };
+    let degraded_mode = match p.degraded_mode {
+        None => None,
+        Some(n) => match pb::DegradedMode::try_from(n) {
+            Ok(pb::DegradedMode::Unspecified) => None,
+            Ok(pb::DegradedMode::Local) => Some(policy::DegradedMode::Local),
+            Ok(pb::DegradedMode::FailOpen) => Some(policy::DegradedMode::FailOpen),
+            Ok(pb::DegradedMode::FailClosed) => Some(policy::DegradedMode::FailClosed),
+            Err(_) => {
+                return Err(invalid(
+                    "policy.degraded_mode",
+                    format!("unknown DegradedMode {n}"),
+                ));
+            }
+        },
+    };
+    Ok(PolicySpec {
+        consecutive_failures: p.consecutive_failures,
+        window_kind,
+        window_size: p.window_size,
+        window_buckets: p.window_buckets,
+        minimum_calls: p.minimum_calls,
+        failure_rate_threshold: p.failure_rate_threshold,
+        slow_call_rate_threshold: p.slow_call_rate_threshold,
+        slow_call_duration_ms: p.slow_call_duration_ms,
+        quorum_nodes: p.quorum_nodes,
+        open_base_ms: p.open_base_ms,
+        open_backoff_multiplier: p.open_backoff_multiplier,
+        open_max_ms: p.open_max_ms,
+        open_jitter: p.open_jitter,
+        half_open_max_probes: p.half_open_max_probes,
+        probe_lease_ms: p.probe_lease_ms,
+        successes_to_close: p.successes_to_close,
+        degraded_mode,
+    })
+}
+
+/// A validated policy with every field set, for responses.
+pub fn policy_to_proto(p: &Policy) -> pb::Policy {
+    let s = p.to_spec();
+    pb::Policy {
+        consecutive_failures: s.consecutive_failures,
+        window_kind: s.window_kind.map(|k| {
+            match k {
+                policy::WindowKind::Count => pb::WindowKind::Count,
+                policy::WindowKind::Time => pb::WindowKind::Time,
+            }
+            .into()
+        }),
+        window_size: s.window_size,
+        window_buckets: s.window_buckets,
+        minimum_calls: s.minimum_calls,
+        failure_rate_threshold: s.failure_rate_threshold,
+        slow_call_rate_threshold: s.slow_call_rate_threshold,
+        slow_call_duration_ms: s.slow_call_duration_ms,
+        quorum_nodes: s.quorum_nodes,
+        open_base_ms: s.open_base_ms,
+        open_backoff_multiplier: s.open_backoff_multiplier,
+        open_max_ms: s.open_max_ms,
+        open_jitter: s.open_jitter,
+        half_open_max_probes: s.half_open_max_probes,
+        probe_lease_ms: s.probe_lease_ms,
+        successes_to_close: s.successes_to_close,
+        degraded_mode: s.degraded_mode.map(|m| {
+            match m {
+                policy::DegradedMode::Local => pb::DegradedMode::Local,
+                policy::DegradedMode::FailOpen => pb::DegradedMode::FailOpen,
+                policy::DegradedMode::FailClosed => pb::DegradedMode::FailClosed,
+            }
+            .into()
+        }),
+    }
+}
+
+/// A report's outcome; `UNSPECIFIED` and unknown numbers are refused.
+pub fn outcome_from_proto(n: i32, field: &str) -> Result<policy::Outcome, Status> {
+    match pb::Outcome::try_from(n) {
+        Ok(pb::Outcome::Success) => Ok(policy::Outcome::Success),
+        Ok(pb::Outcome::Failure) => Ok(policy::Outcome::Failure),
+        Ok(pb::Outcome::Ignored) => Ok(policy::Outcome::Ignored),
+        Ok(pb::Outcome::Unspecified) => {
+            Err(invalid(field, "OUTCOME_UNSPECIFIED is not an outcome"))
+        }
+        Err(_) => Err(invalid(field, format!("unknown Outcome {n}"))),
+    }
+}
+
+/// The kind of a SetOverride; `NONE` (use ClearOverride) and unknown numbers
+/// are refused.
+pub fn override_kind_from_proto(n: i32) -> Result<policy::OverrideKind, Status> {
+    match pb::OverrideKind::try_from(n) {
+        Ok(pb::OverrideKind::ForcedOpen) => Ok(policy::OverrideKind::ForcedOpen),
+        Ok(pb::OverrideKind::ForcedClosed) => Ok(policy::OverrideKind::ForcedClosed),
+        Ok(pb::OverrideKind::Disabled) => Ok(policy::OverrideKind::Disabled),
+        Ok(pb::OverrideKind::None) => Err(invalid(
+            "kind",
+            "OVERRIDE_KIND_NONE is not an override; use ClearOverride",
+        )),
+        Err(_) => Err(invalid("kind", format!("unknown OverrideKind {n}"))),
+    }
+}
+
+/// A state filter of ListCircuits; `UNSPECIFIED` is "any state".
+pub fn state_filter_from_proto(n: i32) -> Result<Option<policy::State>, Status> {
+    match pb::CircuitState::try_from(n) {
+        Ok(pb::CircuitState::Unspecified) => Ok(None),
+        Ok(pb::CircuitState::Closed) => Ok(Some(policy::State::Closed)),
+        Ok(pb::CircuitState::Open) => Ok(Some(policy::State::Open)),
+        Ok(pb::CircuitState::HalfOpen) => Ok(Some(policy::State::HalfOpen)),
+        Err(_) => Err(invalid("state", format!("unknown CircuitState {n}"))),
+    }
+}
+
+/// A breaker state on the wire.
+pub fn state_to_proto(s: policy::State) -> pb::CircuitState {
+    match s {
+        policy::State::Closed => pb::CircuitState::Closed,
+        policy::State::Open => pb::CircuitState::Open,
+        policy::State::HalfOpen => pb::CircuitState::HalfOpen,
+    }
+}
+
+/// An override kind on the wire.
+pub fn override_kind_to_proto(k: policy::OverrideKind) -> pb::OverrideKind {
+    match k {
+        policy::OverrideKind::ForcedOpen => pb::OverrideKind::ForcedOpen,
+        policy::OverrideKind::ForcedClosed => pb::OverrideKind::ForcedClosed,
+        policy::OverrideKind::Disabled => pb::OverrideKind::Disabled,
+    }
+}
+
+/// A reject reason on the wire.
+pub fn reject_reason_to_proto(r: policy::RejectReason) -> pb::RejectReason {
+    match r {
+        policy::RejectReason::Open => pb::RejectReason::Open,
+        policy::RejectReason::ProbesExhausted => pb::RejectReason::ProbesExhausted,
+        policy::RejectReason::ForcedOpen => pb::RejectReason::ForcedOpen,
+    }
+}
+
+/// Milliseconds of an elapsed duration, rounded down and saturating.
+pub fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds of a remaining duration, rounded *up*: a deadline that has
+/// not passed must never read as 0 ("no deadline" / "ask now").
+pub fn ms_ceil(d: Duration) -> u64 {
+    u64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
+}
+
+/// An override in force on the wire.
+pub fn override_to_proto(o: &OverrideSnapshot) -> pb::Override {
+    pb::Override {
+        kind: override_kind_to_proto(o.kind).into(),
+        reason: o.reason.clone(),
+        actor: o.actor.clone(),
+        // 0 means "never lapses", so one about to lapse reads as 1 ms.
+        expires_in_ms: o.expires_in.map_or(0, |d| ms_ceil(d).max(1)),
+    }
+}
+
+/// A circuit snapshot on the wire.
+pub fn snapshot_to_proto(s: &CircuitSnapshot) -> pb::CircuitSnapshot {
+    pb::CircuitSnapshot {
+        name: s.name.to_string(),
+        state: state_to_proto(s.state).into(),
+        generation: s.generation,
+        open_remaining_ms: ms_ceil(s.open_remaining),
+        policy_version: s.policy_version,
+        policy: Some(policy_to_proto(&s.policy)),
+        r#override: s.override_.as_ref().map(override_to_proto),
+        deleted: s.deleted,
+    }
+}
+
+/// A history entry on the wire.
+pub fn transition_to_proto(t: &TransitionView) -> pb::Transition {
+    pb::Transition {
+        from: state_to_proto(t.from).into(),
+        to: state_to_proto(t.to).into(),
+        generation: t.generation,
+        age_ms: ms(t.age),
+        reason: t.cause.as_str().to_owned(),
+    }
+}
+
+/// A circuit in detail on the wire.
+pub fn detail_to_proto(d: &CircuitDetail) -> pb::CircuitDetail {
+    pb::CircuitDetail {
+        snapshot: Some(snapshot_to_proto(&d.snapshot)),
+        counters: Some(counters_to_proto(&d.counters)),
+        history: d.history.iter().map(transition_to_proto).collect(),
+    }
+}
+
+/// Counters on the wire.
+pub fn counters_to_proto(c: &policy::Counters) -> pb::Counters {
+    pb::Counters {
+        consecutive_failures: c.consecutive_failures,
+        window_calls: c.window_calls,
+        window_failures: c.window_failures,
+        window_slow_calls: c.window_slow_calls,
+        probes_in_flight: c.probes_in_flight,
+        half_open_successes: c.half_open_successes,
+        consecutive_trips: c.consecutive_trips,
+        total_allowed: c.total_allowed,
+        total_rejected: c.total_rejected,
+        total_successes: c.total_successes,
+        total_failures: c.total_failures,
+        total_ignored: c.total_ignored,
+        total_stale: c.total_stale,
+        total_leases_expired: c.total_leases_expired,
+    }
+}

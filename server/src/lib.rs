@@ -1,0 +1,17 @@
+//! breakerd: the centralized circuit-breaker coordinator.
+//!
+//! - [`core`]: every circuit's authoritative breaker; no transport in it.
+//! - [`grpc`]: the `breakerd.v1` services over the core, the one mapping of
+//!   core errors to gRPC codes, and per-request trace spans.
+//! - [`config`]: TOML file, flags and `BREAKERD_*` variables, checked at start.
+//! - [`telemetry`]: JSON or text logs.
+//! - [`app`]: [`app::serve`], shared by the binary and the end-to-end tests.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod core;
+pub mod grpc;
+pub mod store;
+pub mod telemetry;
