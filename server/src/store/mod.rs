@@ -139,6 +139,7 @@ impl Ack {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // See `Record`.
 enum Entry {
     State(Record),
     Audit(AuditRecord),

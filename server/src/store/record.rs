@@ -15,6 +15,9 @@ use breakerd_policy::{Override, OverrideKind, Persisted, PolicySpec, State};
 use serde::{Deserialize, Serialize};
 
 /// One entry of the state log.
+// Records are transient (built, written, dropped); boxing the large variant
+// would only add an allocation per write.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Record {
