@@ -9,11 +9,11 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Registry, now};
+use super::{Registry, TimerEntry, now};
 
 /// Most queued schedule requests taken in one go before timers are checked
 /// again, so a flood of requests cannot starve the deadlines.
@@ -21,12 +21,12 @@ const MAX_INTAKE: usize = 1024;
 
 pub(super) async fn run(
     registry: Weak<Registry>,
-    mut rx: mpsc::UnboundedReceiver<(Instant, Arc<str>)>,
+    mut rx: mpsc::UnboundedReceiver<TimerEntry>,
     evict_every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut heap: BinaryHeap<Reverse<(Instant, Arc<str>)>> = BinaryHeap::new();
+    let mut heap: BinaryHeap<Reverse<TimerEntry>> = BinaryHeap::new();
     let evict_every = evict_every.max(Duration::from_millis(1));
     let mut evict =
         tokio::time::interval_at(tokio::time::Instant::now() + evict_every, evict_every);

@@ -264,6 +264,9 @@ struct CircuitInner {
     deleted: bool,
 }
 
+/// A deadline handed to the background driver: when, and which circuit.
+type TimerEntry = (Instant, Arc<str>);
+
 /// What decides whether watchers must hear about a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Fingerprint {
@@ -301,8 +304,8 @@ pub struct Registry {
     /// never go back.
     removed_generation: AtomicU64,
     hub: broadcast::Sender<Arc<CircuitSnapshot>>,
-    timers: mpsc::UnboundedSender<(Instant, Arc<str>)>,
-    timer_rx: Mutex<Option<mpsc::UnboundedReceiver<(Instant, Arc<str>)>>>,
+    timers: mpsc::UnboundedSender<TimerEntry>,
+    timer_rx: Mutex<Option<mpsc::UnboundedReceiver<TimerEntry>>>,
     /// Bumped by the driver after every batch of deadlines it applied
     /// (lets tests wait for it instead of sleeping).
     driver_ticks: tokio::sync::watch::Sender<u64>,
@@ -467,7 +470,11 @@ impl Registry {
                     }),
                     last_used: AtomicU64::new(self.millis_since_epoch(now)),
                 });
+                // Announced while the shard is still locked, so no other
+                // event of this circuit can reach the hub before it.
+                let snapshot = snapshot_of(&circuit.name, &circuit.inner.lock(), now);
                 v.insert(circuit.clone());
+                self.publish(Arc::new(snapshot));
                 self.stats.created.fetch_add(1, Ordering::Relaxed);
                 Ok(circuit)
             }

@@ -112,10 +112,10 @@ impl PolicyResolver {
                 );
                 let mut policy = self.defaults.clone();
                 for (pattern, spec) in &self.patterns {
-                    if glob_match(pattern, name) {
-                        if let Ok(p) = policy.apply(spec) {
-                            policy = p;
-                        }
+                    if glob_match(pattern, name)
+                        && let Ok(p) = policy.apply(spec)
+                    {
+                        policy = p;
                     }
                 }
                 policy

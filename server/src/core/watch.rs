@@ -45,10 +45,10 @@ pub(super) fn subscribe(
     ordered.dedup();
     let set = (!ordered.is_empty()).then(|| ordered.iter().cloned().collect::<HashSet<_>>());
     // Count as a watcher before the circuits are created, so that the
-    // eviction pass can never take one between creation and snapshot; and
-    // subscribe to the hub before taking snapshots, so no change falls
-    // between the snapshot and the first event. On error, dropping `sub`
-    // undoes the counts.
+    // eviction pass cannot take one before the snapshot (dropping `sub` on
+    // an error undoes the counts). Create, then subscribe to the hub, then
+    // take the snapshots: no change can fall between a snapshot and the
+    // first event, and the creations themselves are not echoed.
     for n in &ordered {
         *registry.watched.entry(n.clone()).or_insert(0) += 1;
     }
@@ -60,6 +60,10 @@ pub(super) fn subscribe(
         rx: registry.hub.subscribe(),
     };
     let now = now();
+    for n in &sub.ordered {
+        registry.get_or_create(n, now)?;
+    }
+    sub.rx = registry.hub.subscribe();
     let initial = if sub.names.is_none() {
         registry.snapshot_all(now)
     } else {
