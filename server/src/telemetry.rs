@@ -5,6 +5,8 @@
 //! [`crate::grpc::trace`]; every event logged while handling a call carries
 //! them.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
@@ -38,7 +40,12 @@ pub fn init(format: LogFormat, directives: &str) -> Result<(), String> {
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stdout))
+            .with(
+                fmt::layer()
+                    // Colours only for a terminal, never into a log file.
+                    .with_ansi(std::io::stdout().is_terminal())
+                    .with_writer(std::io::stdout),
+            )
             .try_init(),
     };
     result.map_err(|e| format!("cannot install the logger: {e}"))
