@@ -21,13 +21,14 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use breakerd_policy::{
     Breaker, Counters, Decision, Generation, LeaseId, NodeId, Outcome, Override, OverrideKind,
-    Policy, PolicySpec, Recorded, Report, State, TransitionCause,
+    Policy, PolicySpec, Recorded, RejectReason, Report, State, TransitionCause,
 };
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -229,6 +230,36 @@ pub struct RegistryStats {
     pub evicted: u64,
     /// Watchers resynchronised after falling behind.
     pub watch_resyncs: u64,
+    /// Acquire calls rejected because the circuit was open.
+    pub rejected_open: u64,
+    /// Acquire calls rejected because every half-open probe was taken.
+    pub rejected_probes_exhausted: u64,
+    /// Acquire calls rejected by a forced-open override.
+    pub rejected_forced_open: u64,
+    /// Successes applied.
+    pub successes: u64,
+    /// Failures applied.
+    pub failures: u64,
+    /// Ignored outcomes applied.
+    pub ignored: u64,
+    /// Half-open probe leases granted.
+    pub leases_granted: u64,
+    /// Probe leases taken back after their lease time ran out.
+    pub leases_expired: u64,
+}
+
+/// How many transitions of one kind happened since the registry started
+/// (see [`Registry::transition_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransitionCount {
+    /// State before.
+    pub from: State,
+    /// State after.
+    pub to: State,
+    /// Why.
+    pub cause: TransitionCause,
+    /// How many times.
+    pub count: u64,
 }
 
 #[derive(Debug, Default)]
@@ -241,6 +272,31 @@ struct Stats {
     created: AtomicU64,
     evicted: AtomicU64,
     watch_resyncs: AtomicU64,
+    /// Indexed by [`reject_index`].
+    rejected_by: [AtomicU64; 3],
+    /// Success, failure, ignored.
+    outcomes_by: [AtomicU64; 3],
+    leases_granted: AtomicU64,
+    leases_expired: AtomicU64,
+    /// Transitions are rare next to calls: one small map behind a lock
+    /// costs nothing on the hot path.
+    transitions: Mutex<HashMap<(State, State, TransitionCause), u64>>,
+}
+
+fn reject_index(reason: RejectReason) -> usize {
+    match reason {
+        RejectReason::Open => 0,
+        RejectReason::ProbesExhausted => 1,
+        RejectReason::ForcedOpen => 2,
+    }
+}
+
+fn outcome_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Success => 0,
+        Outcome::Failure => 1,
+        Outcome::Ignored => 2,
+    }
 }
 
 /// One circuit: its breaker behind a small lock of its own.
@@ -262,6 +318,9 @@ struct CircuitInner {
     /// Removed from the map (deleted or evicted): whoever still holds the
     /// `Arc` must look the name up again.
     deleted: bool,
+    /// The breaker's `total_leases_expired` already added to the registry's
+    /// stats.
+    leases_expired_seen: u64,
 }
 
 /// A deadline handed to the background driver: when, and which circuit.
@@ -404,6 +463,53 @@ impl Registry {
             created: l(&self.stats.created),
             evicted: l(&self.stats.evicted),
             watch_resyncs: l(&self.stats.watch_resyncs),
+            rejected_open: l(&self.stats.rejected_by[0]),
+            rejected_probes_exhausted: l(&self.stats.rejected_by[1]),
+            rejected_forced_open: l(&self.stats.rejected_by[2]),
+            successes: l(&self.stats.outcomes_by[0]),
+            failures: l(&self.stats.outcomes_by[1]),
+            ignored: l(&self.stats.outcomes_by[2]),
+            leases_granted: l(&self.stats.leases_granted),
+            leases_expired: l(&self.stats.leases_expired),
+        }
+    }
+
+    /// Every kind of transition seen since the registry started, with its
+    /// count, for metrics.
+    pub fn transition_counts(&self) -> Vec<TransitionCount> {
+        self.stats
+            .transitions
+            .lock()
+            .iter()
+            .map(|(&(from, to, cause), &count)| TransitionCount {
+                from,
+                to,
+                cause,
+                count,
+            })
+            .collect()
+    }
+
+    /// Adds the transitions and lease expiries the breaker made since
+    /// `before` to the stats.
+    fn count_changes(&self, inner: &mut CircuitInner, before: &Fingerprint) {
+        let b = &inner.breaker;
+        if b.generation() != before.generation {
+            // Every generation step is one transition, recorded in history.
+            let mut map = self.stats.transitions.lock();
+            for t in b.history().take_while(|t| t.generation > before.generation) {
+                *map.entry((t.from, t.to, t.cause)).or_insert(0) += 1;
+            }
+        }
+        // Leases only expire while half-open; skip the counters otherwise.
+        if before.state == State::HalfOpen || b.state() == State::HalfOpen {
+            let expired = b.counters().total_leases_expired;
+            if expired > inner.leases_expired_seen {
+                self.stats
+                    .leases_expired
+                    .fetch_add(expired - inner.leases_expired_seen, Ordering::Relaxed);
+                inner.leases_expired_seen = expired;
+            }
         }
     }
 
@@ -467,6 +573,7 @@ impl Registry {
                         admin_spec: None,
                         scheduled: None,
                         deleted: false,
+                        leases_expired_seen: 0,
                     }),
                     last_used: AtomicU64::new(self.millis_since_epoch(now)),
                 });
@@ -522,6 +629,7 @@ impl Registry {
         before: Fingerprint,
         now: Instant,
     ) {
+        self.count_changes(inner, &before);
         if Fingerprint::of(&inner.breaker) != before {
             self.publish(Arc::new(snapshot_of(&circuit.name, inner, now)));
         }
@@ -533,13 +641,14 @@ impl Registry {
         let _ = self.hub.send(snapshot);
     }
 
-    fn schedule(&self, circuit: &Circuit, inner: &mut CircuitInner, now: Instant) {
+    /// Hands the circuit's next deadline to the driver when it is earlier
+    /// than what is already scheduled. Deadlines are never scheduled before
+    /// `not_before`.
+    fn schedule(&self, circuit: &Circuit, inner: &mut CircuitInner, not_before: Instant) {
         let Some(deadline) = inner.breaker.next_deadline() else {
             return;
         };
-        // A deadline the breaker did not clear on `advance` must not spin
-        // the driver.
-        let deadline = deadline.max(now);
+        let deadline = deadline.max(not_before);
         if inner.scheduled.is_none_or(|s| deadline < s) {
             inner.scheduled = Some(deadline);
             // Fails only when the driver has stopped (shutdown).
@@ -562,8 +671,15 @@ impl Registry {
             })
         })?;
         self.stats.acquires.fetch_add(1, Ordering::Relaxed);
-        if !outcome.decision.is_allowed() {
-            self.stats.rejections.fetch_add(1, Ordering::Relaxed);
+        match outcome.decision {
+            Decision::Reject { reason, .. } => {
+                self.stats.rejections.fetch_add(1, Ordering::Relaxed);
+                self.stats.rejected_by[reject_index(reason)].fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Allow { lease: Some(_), .. } => {
+                self.stats.leases_granted.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Allow { lease: None, .. } => {}
         }
         Ok(outcome)
     }
@@ -603,7 +719,11 @@ impl Registry {
             match self.with_circuit(&o.circuit, false, now, |_, inner| {
                 Ok(inner.breaker.record(&report, now))
             }) {
-                Ok(Recorded::Applied) => summary.applied += 1,
+                Ok(Recorded::Applied) => {
+                    summary.applied += 1;
+                    self.stats.outcomes_by[outcome_index(o.outcome)]
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Recorded::Stale) => summary.stale += 1,
                 Err(_) => summary.unknown += 1,
             }
@@ -950,7 +1070,11 @@ impl Registry {
         }
         let before = Fingerprint::of(&inner.breaker);
         inner.breaker.advance(now);
-        self.after_change(&circuit, &mut inner, before, now);
+        if Fingerprint::of(&inner.breaker) != before {
+            self.publish(Arc::new(snapshot_of(&circuit.name, &inner, now)));
+        }
+        // A deadline that `advance` left due must not spin the driver.
+        self.schedule(&circuit, &mut inner, now + Duration::from_millis(1));
     }
 
     /// Subscribes to `names` (validated; missing circuits are created, the
