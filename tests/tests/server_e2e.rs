@@ -760,3 +760,30 @@ async fn trace_ids_are_echoed_or_generated() {
     assert_eq!(id.len(), 32, "{id}");
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
 }
+
+#[tokio::test]
+async fn shutdown_drain_is_bounded_by_config() {
+    let server = TestServer::start_with(config("[server]\nshutdown_drain_ms = 200\n")).await;
+    // A health watch never ends by itself: it holds the connection open
+    // past the drain, and the server must stop anyway.
+    let mut statuses = server
+        .health()
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let first = within("health", statuses.message())
+        .await
+        .expect("ok")
+        .expect("a status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    let started = std::time::Instant::now();
+    server
+        .stop()
+        .await
+        .expect("stopped after the drain deadline");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    drop(statuses);
+}

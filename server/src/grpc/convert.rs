@@ -267,3 +267,150 @@ pub fn counters_to_proto(c: &policy::Counters) -> pb::Counters {
         total_leases_expired: c.total_leases_expired,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::NameProblem;
+    use tonic::Code;
+
+    #[test]
+    fn core_errors_map_to_precise_codes() {
+        let cases = [
+            (
+                CoreError::InvalidName {
+                    what: "outcomes[3].circuit: circuit name".into(),
+                    problem: NameProblem::Empty,
+                },
+                Code::InvalidArgument,
+                "outcomes[3].circuit: circuit name is empty",
+            ),
+            (
+                CoreError::InvalidPolicy(policy::InvalidPolicy {
+                    field: "open_base_ms",
+                    reason: "must be within 1..=604800000 ms".into(),
+                }),
+                Code::InvalidArgument,
+                "policy.open_base_ms: must be within 1..=604800000 ms",
+            ),
+            (
+                CoreError::InvalidArgument("actor is required".into()),
+                Code::InvalidArgument,
+                "actor is required",
+            ),
+            (
+                CoreError::NotFound { name: "db".into() },
+                Code::NotFound,
+                "circuit \"db\" does not exist",
+            ),
+            (
+                CoreError::TooManyCircuits { limit: 3 },
+                Code::ResourceExhausted,
+                "too many circuits: the coordinator holds at most 3",
+            ),
+        ];
+        for (err, code, message) in cases {
+            let status = Status::from(err);
+            assert_eq!((status.code(), status.message()), (code, message));
+        }
+    }
+
+    #[test]
+    fn policies_round_trip_and_unspecified_means_unchanged() {
+        let p = Policy::default()
+            .apply(&PolicySpec {
+                window_kind: Some(policy::WindowKind::Time),
+                window_size: Some(10_000),
+                degraded_mode: Some(policy::DegradedMode::FailClosed),
+                ..Default::default()
+            })
+            .unwrap();
+        let wire = policy_to_proto(&p);
+        assert_eq!(
+            Policy::default()
+                .apply(&policy_spec_from_proto(&wire).unwrap())
+                .unwrap(),
+            p
+        );
+
+        let unchanged = pb::Policy {
+            window_kind: Some(pb::WindowKind::Unspecified.into()),
+            degraded_mode: Some(pb::DegradedMode::Unspecified.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            policy_spec_from_proto(&unchanged).unwrap(),
+            PolicySpec::default()
+        );
+    }
+
+    #[test]
+    fn unknown_or_missing_enums_are_invalid_argument() {
+        let bad_window = pb::Policy {
+            window_kind: Some(7),
+            ..Default::default()
+        };
+        let s = policy_spec_from_proto(&bad_window).unwrap_err();
+        assert_eq!(
+            (s.code(), s.message()),
+            (
+                Code::InvalidArgument,
+                "policy.window_kind: unknown WindowKind 7"
+            )
+        );
+        let bad_mode = pb::Policy {
+            degraded_mode: Some(-1),
+            ..Default::default()
+        };
+        assert_eq!(
+            policy_spec_from_proto(&bad_mode).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+
+        let s = outcome_from_proto(0, "outcomes[2].outcome").unwrap_err();
+        assert_eq!(
+            s.message(),
+            "outcomes[2].outcome: OUTCOME_UNSPECIFIED is not an outcome"
+        );
+        assert_eq!(
+            outcome_from_proto(4, "o").unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            outcome_from_proto(2, "o").unwrap(),
+            policy::Outcome::Failure
+        );
+
+        assert_eq!(
+            override_kind_from_proto(0).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            override_kind_from_proto(99).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            override_kind_from_proto(3).unwrap(),
+            policy::OverrideKind::Disabled
+        );
+
+        assert_eq!(state_filter_from_proto(0).unwrap(), None);
+        assert_eq!(
+            state_filter_from_proto(3).unwrap(),
+            Some(policy::State::HalfOpen)
+        );
+        assert_eq!(
+            state_filter_from_proto(4).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn remaining_time_rounds_up() {
+        assert_eq!(ms_ceil(Duration::ZERO), 0);
+        assert_eq!(ms_ceil(Duration::from_micros(1)), 1);
+        assert_eq!(ms_ceil(Duration::from_millis(1500)), 1500);
+        assert_eq!(ms(Duration::from_micros(1999)), 1);
+        assert_eq!(ms_ceil(Duration::MAX), u64::MAX);
+    }
+}
