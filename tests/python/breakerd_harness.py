@@ -175,13 +175,21 @@ class Server:
 
     def terminate(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> int:
         """SIGTERM, then the exit code once the process has drained and exited."""
+        self.send_sigterm()
+        return self.wait_exit(timeout)
+
+    def send_sigterm(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> int:
+        """The exit code, once the process has exited and its output is read."""
+        assert self.proc is not None
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise RuntimeError(self._explain(f"breakerd did not exit within {timeout}s of SIGTERM"))
+            raise RuntimeError(self._explain(f"breakerd did not exit within {timeout}s"))
         self._closed.wait(timeout=5)
         return code
 

@@ -8,6 +8,7 @@ health, and exits cleanly on SIGTERM.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ OPEN_BASE_MS = 60_000
 OPEN_JITTER = 0.1
 RPC_TIMEOUT_S = 5.0
 EVENT_TIMEOUT_S = 10.0
+# server.shutdown_drain_ms (5 s by default) bounds the drain; leave room.
+SHUTDOWN_BOUND_S = 20.0
 
 
 def fan_out(fn, n=CLIENTS):
@@ -198,24 +201,43 @@ def test_bad_names_are_invalid_argument_and_change_nothing(server):
         assert code == grpc.StatusCode.NOT_FOUND
 
 
-def test_health_serving_then_clean_exit_on_sigterm(server):
+def test_health_serving_then_not_serving_and_clean_exit_on_sigterm(server):
     with grpc.insecure_channel(server.addr) as ch:
         health = health_pb2_grpc.HealthStub(ch)
-        resp = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=RPC_TIMEOUT_S)
-        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        for service in ("", "breakerd.v1.Breaker", "breakerd.v1.Admin"):
+            resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=RPC_TIMEOUT_S)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING, service
 
-        # Long-lived streams must not hold the shutdown open: a fleet keeps
-        # Watch streams open all the time.
-        watch = rpc.BreakerStub(ch).Watch(pb.WatchRequest(circuits=["py.shutdown"], node_id="py"))
-        first = next(watch)
-        assert first.initial
-        hwatch = health.Watch(health_pb2.HealthCheckRequest(service=""))
-        assert next(hwatch).status == health_pb2.HealthCheckResponse.SERVING
+        # A fleet keeps Watch streams open all the time; they must not hold
+        # the shutdown open, and health watchers must hear NOT_SERVING.
+        watch = rpc.BreakerStub(ch).Watch(
+            pb.WatchRequest(circuits=["py.shutdown"], node_id="py"), timeout=SHUTDOWN_BOUND_S
+        )
+        assert next(watch).initial
+        statuses: queue.Queue = queue.Queue()
+        hwatch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=SHUTDOWN_BOUND_S)
 
-        code = server.terminate()
+        def pump():
+            try:
+                for update in hwatch:
+                    statuses.put(update.status)
+            except grpc.RpcError as e:
+                statuses.put(e.code())
+
+        threading.Thread(target=pump, daemon=True).start()
+        assert statuses.get(timeout=EVENT_TIMEOUT_S) == health_pb2.HealthCheckResponse.SERVING
+
+        server.send_sigterm()
+        assert statuses.get(timeout=EVENT_TIMEOUT_S) == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as ended:
+            next(watch)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+        code = server.wait_exit(timeout=SHUTDOWN_BOUND_S)
         assert code == 0, "\n".join(server.output()[-20:])
-        watch.cancel()
         hwatch.cancel()
 
-    # The process logged as JSON until the end.
-    assert server.output(), "breakerd printed nothing"
+    # Structured logs from the first line to the last.
+    lines = server.output()
+    assert lines
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
