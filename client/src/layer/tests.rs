@@ -233,3 +233,14 @@ async fn a_dropped_future_hands_the_probe_back() {
     assert_eq!(send(&mut svc, 200).await.unwrap().status(), 200);
     assert!(send(&mut svc, 200).await.is_ok(), "closed again");
 }
+
+/// The layer fits the main use: guarding a tonic `Channel` under a
+/// generated gRPC client, with futures that can cross threads.
+#[allow(dead_code)]
+fn wraps_a_tonic_channel(channel: tonic::transport::Channel, circuit: crate::Circuit) {
+    fn send<T: Send>(_: &T) {}
+    let svc = CircuitBreaker::new(channel, circuit);
+    let mut probe = svc.clone();
+    send(&probe.call(http::Request::new(tonic::body::Body::empty())));
+    let _client = breakerd_proto::v1::breaker_client::BreakerClient::new(svc);
+}
