@@ -371,7 +371,7 @@ pub fn render_summary(c: &CircuitView) -> String {
 /// One `watch` line for humans.
 pub fn render_watch_line(initial: bool, c: &CircuitView) -> String {
     if c.deleted {
-        return format!("{:<9} {} deleted", "deleted", c.name);
+        return format!("{:<9} {}", "deleted", c.name);
     }
     let tag = if initial { "snapshot" } else { "change" };
     format!("{tag:<9} {}", render_summary(c))
@@ -626,6 +626,15 @@ mod tests {
             "db-primary  CLOSED  1    -         -                  v1"
         );
         assert_eq!(lines[3], "2 of 2 matching circuits");
+    }
+
+    #[test]
+    fn watch_lines_are_tagged() {
+        let c = CircuitView::from(&snapshot());
+        assert!(render_watch_line(true, &c).starts_with("snapshot  payments: OPEN generation 4"));
+        assert!(render_watch_line(false, &c).starts_with("change    payments: OPEN"));
+        let gone = CircuitView { deleted: true, ..c };
+        assert_eq!(render_watch_line(false, &gone), "deleted   payments");
     }
 
     #[test]
