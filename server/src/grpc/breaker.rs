@@ -31,7 +31,8 @@ impl BreakerService {
     }
 }
 
-fn shutting_down() -> Status {
+/// How streams end when the server begins shutting down.
+pub(crate) fn shutting_down() -> Status {
     Status::unavailable("breakerd is shutting down; reconnect")
 }
 

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod breaker;
 pub mod convert;
+pub mod health;
 pub mod trace;
 
 use std::sync::Arc;
