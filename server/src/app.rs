@@ -15,6 +15,7 @@ use crate::{
     config::Config,
     core::Registry,
     grpc::{self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal, trace::TraceLayer},
+    http::{self as side_port, HttpState, RpcMetrics, RpcMetricsLayer},
 };
 
 /// Health-checked service names: the whole server (`""`) and both APIs.
@@ -61,6 +62,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    serve_with_http(config, listener, None, shutdown).await
+}
+
+/// [`serve`], plus the HTTP side port (metrics, dashboard) on
+/// `http_listener` when given; its bound address is logged as `http_addr`.
+/// It stops with the gRPC server.
+pub async fn serve_with_http(
+    config: Config,
+    listener: TcpListener,
+    http_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let listen_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
@@ -81,12 +94,27 @@ pub async fn serve(
         async move { stop.wait().await }
     });
     let (breaker, admin) = grpc::services(registry.clone(), config.max_message_bytes, stop.clone());
+    let rpc_metrics = RpcMetrics::new();
+    let http_addr = match &http_listener {
+        Some(l) => l.local_addr().map_err(ServeError::LocalAddr)?.to_string(),
+        None => "off".to_owned(),
+    };
+    let http_task = http_listener.map(|l| {
+        let state = HttpState::new(
+            registry.clone(),
+            rpc_metrics.clone(),
+            config.http.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(side_port::serve(l, state, config.shutdown_drain))
+    });
 
     // The registry holds its whole state from construction on; when a store
     // is added, this is where loading it completes.
     set_health(&health, ServingStatus::Serving).await;
     tracing::info!(
         listen_addr = %listen_addr,
+        http_addr = %http_addr,
         max_circuits = config.max_circuits,
         version = env!("CARGO_PKG_VERSION"),
         "breakerd listening"
@@ -116,6 +144,7 @@ pub async fn serve(
         .http2_keepalive_interval(config.http2_keepalive_interval)
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
         .layer(TraceLayer)
+        .layer(RpcMetricsLayer::new(rpc_metrics))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -138,6 +167,12 @@ pub async fn serve(
     };
     if let Some(background) = background {
         background.abort();
+    }
+    if let Some(mut http_task) = http_task {
+        // It drains on the same signal; do not wait past the drain bound.
+        if tokio::time::timeout(drain, &mut http_task).await.is_err() {
+            http_task.abort();
+        }
     }
     tracing::info!("breakerd stopped");
     result

@@ -53,6 +53,20 @@ pub struct Cli {
     /// Check the configuration, print `config ok` and exit (0 when valid, 2 when not).
     #[arg(long)]
     pub check_config: bool,
+    /// Address of the HTTP side port (`/metrics`, dashboard); `off` or empty
+    /// disables it. The bound address is logged as `http_addr`. Overrides
+    /// `http.listen`.
+    #[arg(long, env = "BREAKERD_HTTP_LISTEN", value_name = "ADDR|off")]
+    pub http_listen: Option<String>,
+    /// Bearer token the dashboard's write actions require. Overrides
+    /// `http.admin_token`.
+    #[arg(
+        long,
+        env = "BREAKERD_HTTP_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub http_admin_token: Option<String>,
 }
 
 /// How log lines are written to stdout.
@@ -76,6 +90,8 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     /// `[log]`: logging.
     pub log: LogSection,
+    /// `[http]`: the operators' HTTP side port (metrics, dashboard).
+    pub http: crate::http::HttpSection,
     /// `[defaults]`: policy fields applied to every circuit.
     pub defaults: PolicySpec,
     /// `[[circuits]]`: per-name-pattern policies; every match applies, in
@@ -216,6 +232,8 @@ pub struct Config {
     /// The configured policy of every circuit name: `[defaults]` and the
     /// `[[circuits]]` rules, checked.
     pub resolver: PolicyResolver,
+    /// The HTTP side port.
+    pub http: crate::http::HttpConfig,
 }
 
 impl Default for Config {
@@ -327,6 +345,7 @@ impl Config {
         let max_report_batch = within("limits.max_report_batch", l.max_report_batch, 1, 1_000_000)?;
         let max_watch_names = within("limits.max_watch_names", l.max_watch_names, 1, 1_000_000)?;
 
+        let http = file.http.check(cli)?;
         let log_format = cli.log_format.unwrap_or(file.log.format);
         let (level_key, log_level) = match &cli.log_level {
             Some(level) => ("--log-level", level.clone()),
@@ -370,6 +389,7 @@ impl Config {
             log_format,
             log_level,
             resolver,
+            http,
         })
     }
 

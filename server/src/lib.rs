@@ -6,6 +6,7 @@
 //! - [`config`]: TOML file, flags and `BREAKERD_*` variables, checked at start.
 //! - [`telemetry`]: JSON or text logs.
 //! - [`app`]: [`app::serve`], shared by the binary and the end-to-end tests.
+//! - [`http`]: the operators' HTTP side port: `/metrics`, dashboard, JSON API.
 
 #![forbid(unsafe_code)]
 
@@ -13,5 +14,6 @@ pub mod app;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod http;
 pub mod store;
 pub mod telemetry;

@@ -49,7 +49,15 @@ fn main() -> ExitCode {
                 addr: config.listen,
                 source: e,
             })?;
-        app::serve(config, listener, app::shutdown_signal()).await
+        let http_listener = match config.http.listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| app::ServeError::Bind { addr, source: e })?,
+            ),
+            None => None,
+        };
+        app::serve_with_http(config, listener, http_listener, app::shutdown_signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,433 @@
+//! The dashboard's JSON API: list and read circuits, set and clear
+//! overrides (the writes need the admin token as `Authorization: Bearer`).
+//!
+//! Circuit names may hold `/` and `:`, so `{name}` is everything between
+//! `/api/circuits/` and, for the override routes, `/override`; it may be
+//! percent-encoded (`encodeURIComponent`). The core checks it like any name.
+
+use std::{sync::Arc, time::Duration};
+
+use breakerd_policy::{Counters, OverrideKind, State};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Body, HttpState, MAX_BODY_BYTES, error};
+use crate::core::{CircuitDetail, CircuitSnapshot, CoreError, ListQuery, OverrideSnapshot};
+
+/// Actor recorded in the audit log for changes made from the dashboard.
+pub const ACTOR: &str = "dashboard";
+/// Longest operator name accepted with a change.
+pub const MAX_OPERATOR_LEN: usize = 64;
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn kind_str(kind: OverrideKind) -> &'static str {
+    match kind {
+        OverrideKind::ForcedOpen => "forced_open",
+        OverrideKind::ForcedClosed => "forced_closed",
+        OverrideKind::Disabled => "disabled",
+    }
+}
+
+fn override_json(o: &OverrideSnapshot) -> Value {
+    json!({
+        "kind": kind_str(o.kind),
+        "reason": o.reason,
+        "actor": o.actor,
+        "expires_in_ms": o.expires_in.map(ms),
+    })
+}
+
+/// A circuit snapshot as JSON (what `/events` and the list send).
+pub fn snapshot_json(s: &CircuitSnapshot) -> Value {
+    json!({
+        "name": &*s.name,
+        "state": s.state.as_str(),
+        "generation": s.generation,
+        "open_remaining_ms": ms(s.open_remaining),
+        "policy_version": s.policy_version,
+        "override": s.override_.as_ref().map(override_json),
+        "deleted": s.deleted,
+    })
+}
+
+fn counters_json(c: &Counters) -> Value {
+    json!({
+        "consecutive_failures": c.consecutive_failures,
+        "window_calls": c.window_calls,
+        "window_failures": c.window_failures,
+        "window_slow_calls": c.window_slow_calls,
+        "probes_in_flight": c.probes_in_flight,
+        "half_open_successes": c.half_open_successes,
+        "consecutive_trips": c.consecutive_trips,
+        "total_allowed": c.total_allowed,
+        "total_rejected": c.total_rejected,
+        "total_successes": c.total_successes,
+        "total_failures": c.total_failures,
+        "total_ignored": c.total_ignored,
+        "total_stale": c.total_stale,
+        "total_leases_expired": c.total_leases_expired,
+    })
+}
+
+fn detail_json(d: &CircuitDetail) -> Value {
+    let mut v = snapshot_json(&d.snapshot);
+    if let Value::Object(m) = &mut v {
+        m.insert("counters".into(), counters_json(&d.counters));
+        m.insert(
+            "history".into(),
+            d.history
+                .iter()
+                .map(|t| {
+                    json!({
+                        "from": t.from.as_str(),
+                        "to": t.to.as_str(),
+                        "generation": t.generation,
+                        "age_ms": ms(t.age),
+                        "cause": t.cause.as_str(),
+                    })
+                })
+                .collect(),
+        );
+        m.insert(
+            "policy".into(),
+            serde_json::to_value(d.snapshot.policy.to_spec()).unwrap_or(Value::Null),
+        );
+        m.insert(
+            "admin_policy".into(),
+            d.admin_policy
+                .as_ref()
+                .and_then(|p| serde_json::to_value(p).ok())
+                .unwrap_or(Value::Null),
+        );
+    }
+    v
+}
+
+/// The HTTP status of a core error (the gRPC adapter has its own mapping).
+fn core_status(e: &CoreError) -> StatusCode {
+    match e {
+        CoreError::InvalidName { .. }
+        | CoreError::InvalidPolicy(_)
+        | CoreError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        CoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+        CoreError::TooManyCircuits { .. } => StatusCode::TOO_MANY_REQUESTS,
+    }
+}
+
+fn core_error(e: &CoreError) -> Response<Body> {
+    error(core_status(e), e.to_string())
+}
+
+/// A refused request: its status and message.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// Ask for credentials (`WWW-Authenticate: Bearer`).
+    challenge: bool,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            challenge: false,
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut res = error(self.status, self.message);
+        if self.challenge {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        Self::new(core_status(&e), e.to_string())
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space in queries); `None` when the
+/// result is not UTF-8 or an escape is broken.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = |b: Option<u8>| (b? as char).to_digit(16);
+                let hi = hex(bytes.next())?;
+                let lo = hex(bytes.next())?;
+                out.push((hi * 16 + lo) as u8);
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).filter_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        Some((percent_decode(k, true)?, percent_decode(v, true)?))
+    })
+}
+
+/// `GET /api/circuits?prefix=&state=&page_size=&page_token=`: one page of
+/// circuits, ordered by name, each with its counters.
+pub fn list(state: &HttpState, query: &str) -> Response<Body> {
+    let mut q = ListQuery::default();
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "prefix" => q.prefix = v,
+            "page_token" => q.page_token = v,
+            "page_size" => match v.parse() {
+                Ok(n) => q.page_size = n,
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("page_size {v:?} is not a number"),
+                    );
+                }
+            },
+            "state" => {
+                q.state = match v.as_str() {
+                    "" => None,
+                    "closed" => Some(State::Closed),
+                    "open" => Some(State::Open),
+                    "half_open" => Some(State::HalfOpen),
+                    other => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("state {other:?} is not closed, open or half_open"),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let page = match state.registry.list(&q) {
+        Ok(p) => p,
+        Err(e) => return core_error(&e),
+    };
+    let circuits: Vec<Value> = page
+        .circuits
+        .iter()
+        .map(|s| {
+            let mut v = snapshot_json(s);
+            // Counters for the sparklines; a circuit gone since the list has none.
+            let counters = state
+                .registry
+                .get(&s.name)
+                .map_or(Value::Null, |d| counters_json(&d.counters));
+            if let Value::Object(m) = &mut v {
+                m.insert("counters".into(), counters);
+            }
+            v
+        })
+        .collect();
+    super::json(
+        StatusCode::OK,
+        &json!({
+            "circuits": circuits,
+            "next_page_token": page.next_page_token,
+            "total_matching": page.total_matching,
+        }),
+    )
+}
+
+/// Body of `POST /api/circuits/{name}/override`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetOverride {
+    kind: String,
+    reason: String,
+    #[serde(default)]
+    expires_in_ms: Option<u64>,
+    /// Who, shown in the audit log as `dashboard:<operator>`.
+    #[serde(default)]
+    operator: Option<String>,
+}
+
+/// Body of `DELETE /api/circuits/{name}/override`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearOverride {
+    reason: String,
+    #[serde(default)]
+    operator: Option<String>,
+}
+
+fn actor(operator: Option<&str>) -> Result<String, ApiError> {
+    match operator.map(str::trim).filter(|o| !o.is_empty()) {
+        None => Ok(ACTOR.to_owned()),
+        Some(o) if o.len() > MAX_OPERATOR_LEN || o.chars().any(char::is_control) => {
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("operator must be at most {MAX_OPERATOR_LEN} bytes of printable text"),
+            ))
+        }
+        Some(o) => Ok(format!("{ACTOR}:{o}")),
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` against the configured token.
+fn authorize<B>(state: &HttpState, req: &Request<B>) -> Result<(), ApiError> {
+    let Some(token) = &state.config.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "write actions are disabled: no admin token is configured \
+             (set [http] admin_token, --http-admin-token or BREAKERD_HTTP_ADMIN_TOKEN)",
+        ));
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    match presented {
+        None => Err(ApiError {
+            challenge: true,
+            ..ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this action needs the admin token as `Authorization: Bearer <token>`",
+            )
+        }),
+        Some(p) if token.matches(p) => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong admin token")),
+    }
+}
+
+async fn read_json<T, B>(body: B) -> Result<T, ApiError>
+where
+    T: for<'de> Deserialize<'de>,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let bytes = http_body_util::Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {e}"),
+                )
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+/// Everything under `/api/circuits/`: read one circuit, set or clear its
+/// override.
+pub async fn circuit<B>(state: &Arc<HttpState>, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    circuit_inner(state, req)
+        .await
+        .unwrap_or_else(ApiError::into_response)
+}
+
+async fn circuit_inner<B>(state: &HttpState, req: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = req.uri().path().to_owned();
+    let rest = path.strip_prefix("/api/circuits/").unwrap_or_default();
+    let method = req.method().clone();
+    let (raw_name, is_override) = match rest.strip_suffix("/override") {
+        Some(n) if method != Method::GET => (n, true),
+        _ => (rest, false),
+    };
+    let name = percent_decode(raw_name, false).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the circuit name is not valid percent-encoded UTF-8",
+        )
+    })?;
+    let detail = match (method, is_override) {
+        (Method::GET, false) => state.registry.get(&name)?,
+        (Method::POST, true) => {
+            authorize(state, &req)?;
+            let body: SetOverride = read_json(req.into_body()).await?;
+            let kind = match body.kind.as_str() {
+                "forced_open" => OverrideKind::ForcedOpen,
+                "forced_closed" => OverrideKind::ForcedClosed,
+                "disabled" => OverrideKind::Disabled,
+                other => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("kind {other:?} is not forced_open, forced_closed or disabled"),
+                    ));
+                }
+            };
+            let actor = actor(body.operator.as_deref())?;
+            let expires_in = body.expires_in_ms.map(Duration::from_millis);
+            state
+                .registry
+                .set_override(&name, kind, &actor, &body.reason, expires_in)?
+        }
+        (Method::DELETE, true) => {
+            authorize(state, &req)?;
+            let body: ClearOverride = read_json(req.into_body()).await?;
+            let actor = actor(body.operator.as_deref())?;
+            state.registry.clear_override(&name, &actor, &body.reason)?
+        }
+        (m, _) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{m} is not allowed on {path}"),
+            ));
+        }
+    };
+    Ok(super::json(StatusCode::OK, &detail_json(&detail)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode("recs%3Av2%2Fx", false).as_deref(),
+            Some("recs:v2/x")
+        );
+        assert_eq!(percent_decode("a+b", true).as_deref(), Some("a b"));
+        assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("%zz", false), None);
+        assert_eq!(percent_decode("%4", false), None);
+        assert_eq!(percent_decode("%ff", false), None);
+    }
+
+    #[test]
+    fn actors() {
+        assert_eq!(actor(None).unwrap(), "dashboard");
+        assert_eq!(actor(Some("  ")).unwrap(), "dashboard");
+        assert_eq!(actor(Some("ann")).unwrap(), "dashboard:ann");
+        assert!(actor(Some("a\nb")).is_err());
+        assert!(actor(Some(&"x".repeat(65))).is_err());
+    }
+}
