@@ -50,11 +50,15 @@ fn main() -> ExitCode {
                 source: e,
             })?;
         let http_listener = match config.http.listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| app::ServeError::Bind { addr, source: e })?,
-            ),
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                // Only the built-in default may be skipped (see HttpConfig).
+                Err(e) if !config.http.listen_required => {
+                    tracing::warn!(http_addr = %addr, error = %e, "cannot bind the default HTTP side port; serving without it (set http.listen or --http-listen to make this fatal)");
+                    None
+                }
+                Err(e) => return Err(app::ServeError::Bind { addr, source: e }),
+            },
             None => None,
         };
         app::serve_with_http(config, listener, http_listener, app::shutdown_signal()).await

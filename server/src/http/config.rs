@@ -64,6 +64,12 @@ impl fmt::Debug for HttpSection {
 pub struct HttpConfig {
     /// Where to serve (`None`: the side port is off).
     pub listen: Option<SocketAddr>,
+    /// Whether `listen` was asked for (by flag, variable or file) rather
+    /// than being the built-in default: only then is failing to bind it
+    /// fatal. The default port may well be taken by another breakerd on the
+    /// same host (tests, a second instance), and the side port is not worth
+    /// refusing to coordinate for.
+    pub listen_required: bool,
     /// The admin token (`None`: write actions are refused).
     pub admin_token: Option<AdminToken>,
     /// Cap on per-circuit metric series.
@@ -74,6 +80,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_HTTP_LISTEN.parse().ok(),
+            listen_required: false,
             admin_token: None,
             max_circuit_series: DEFAULT_MAX_CIRCUIT_SERIES as usize,
         }
@@ -100,6 +107,8 @@ impl HttpSection {
                 )
             })?),
         };
+        let listen_required = listen.is_some()
+            && (cli.http_listen.is_some() || self.listen.trim() != DEFAULT_HTTP_LISTEN);
         let (key, token) = match &cli.http_admin_token {
             Some(v) => ("--http-admin-token", v.as_str()),
             None => ("http.admin_token", self.admin_token.as_str()),
@@ -117,6 +126,7 @@ impl HttpSection {
         }
         Ok(HttpConfig {
             listen,
+            listen_required,
             admin_token,
             max_circuit_series: n as usize,
         })
@@ -182,15 +192,15 @@ mod tests {
         assert_eq!(c.listen, Some(DEFAULT_HTTP_LISTEN.parse().unwrap()));
         assert_eq!(c.admin_token, None);
         assert_eq!(c.max_circuit_series, 200);
+        assert!(!c.listen_required);
         for off in ["off", ""] {
             let cli = Cli::try_parse_from(["breakerd", "--http-listen", off]).unwrap();
             assert_eq!(section.check(&cli).unwrap().listen, None);
         }
         let cli = Cli::try_parse_from(["breakerd", "--http-listen", "127.0.0.1:0"]).unwrap();
-        assert_eq!(
-            section.check(&cli).unwrap().listen,
-            Some("127.0.0.1:0".parse().unwrap())
-        );
+        let c = section.check(&cli).unwrap();
+        assert_eq!(c.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(c.listen_required);
         let cli = Cli::try_parse_from(["breakerd", "--http-listen", "nowhere"]).unwrap();
         assert_eq!(section.check(&cli).unwrap_err().key, "--http-listen");
     }

@@ -28,6 +28,7 @@ async fn start(token: Option<&str>, max_circuit_series: usize) -> Side {
     let (stop_tx, stop) = ShutdownSignal::new();
     let http = HttpConfig {
         listen: None,
+        listen_required: false,
         admin_token: token.map(|t| AdminToken::new(t).unwrap()),
         max_circuit_series,
     };
