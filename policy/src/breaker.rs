@@ -230,8 +230,13 @@ impl Breaker {
                     Outcome::Ignored => {}
                 }
             }
-            // Only shadow mode lets calls through while open: count, never move.
-            State::Open => self.count_total(report.outcome),
+            // Only shadow mode lets calls through while open: count, never
+            // move. Anything else under an open generation was never allowed.
+            State::Open if self.shadow() => self.count_total(report.outcome),
+            State::Open => {
+                self.totals.total_stale += 1;
+                return Recorded::Stale;
+            }
         }
         Recorded::Applied
     }
@@ -476,6 +481,10 @@ impl Breaker {
     /// Open with no deadline: only a forced-open override does that.
     fn held_open(&self) -> bool {
         self.state == State::Open && self.open_until.is_none()
+    }
+
+    fn shadow(&self) -> bool {
+        matches!(self.override_, Some(Override { kind: OverrideKind::Disabled, .. }))
     }
 
     fn forced_open(&self) -> bool {

@@ -818,3 +818,54 @@ fn restore_keeps_what_must_survive_a_restart() {
         Some(OverrideKind::ForcedOpen)
     );
 }
+
+#[test]
+fn outcomes_under_an_open_generation_count_only_in_shadow_mode() {
+    let t0 = Instant::now();
+    let p = policy(PolicySpec {
+        consecutive_failures: Some(1),
+        ..Default::default()
+    });
+    let mut b = Breaker::new(p, 1, 0, t0);
+    let g = b.acquire(NodeId(1), t0).generation();
+    b.record(
+        &Report {
+            generation: g,
+            lease: None,
+            outcome: F,
+            latency: Duration::ZERO,
+            node: NodeId(1),
+        },
+        t0,
+    );
+    let forged = Report {
+        generation: b.generation(),
+        lease: None,
+        outcome: S,
+        latency: Duration::ZERO,
+        node: NodeId(1),
+    };
+    assert_eq!(
+        b.record(&forged, t0),
+        Recorded::Stale,
+        "nobody was allowed under an open generation"
+    );
+    b.set_override(
+        Override {
+            kind: OverrideKind::Disabled,
+            reason: "r".into(),
+            actor: "a".into(),
+            expires_at: None,
+        },
+        t0,
+    );
+    let Decision::Allow { generation, .. } = b.acquire(NodeId(1), t0) else {
+        panic!("shadow mode allows")
+    };
+    let shadow = Report {
+        generation,
+        ..forged
+    };
+    assert_eq!(b.record(&shadow, t0), Recorded::Applied);
+    assert_eq!(b.state(), State::Open);
+}

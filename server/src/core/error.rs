@@ -8,7 +8,9 @@ use breakerd_policy::InvalidPolicy;
 
 use super::name::NameProblem;
 
-/// Why a core operation was refused. Nothing changed when one is returned.
+/// Why a core operation was refused. Nothing changed when one is returned,
+/// except for [`CoreError::Storage`], which reports a change that was made
+/// but not made durable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CoreError {
     /// A circuit name or node id breaks the naming rule
@@ -41,4 +43,9 @@ pub enum CoreError {
         /// The configured cap.
         limit: usize,
     },
+    /// The store could not make a change durable or read it back. The
+    /// change is in force in memory but may not survive a restart
+    /// (gRPC: `UNAVAILABLE`).
+    #[error("store: {0}")]
+    Storage(String),
 }

@@ -41,6 +41,8 @@ pub use name::{MAX_NAME_LEN, NameProblem, validate_circuit_name, validate_node_i
 pub use resolver::{PolicyResolver, ResolverError, merge_spec};
 pub use watch::{Subscription, WatchUpdate};
 
+use crate::store::{AuditRecord, CircuitRecord, Clocks, Loaded, Store, generation_floor};
+
 /// Longest `actor` of an admin change, in bytes.
 pub const MAX_ACTOR_LEN: usize = 200;
 /// Longest `reason` of an admin change, in bytes.
@@ -370,6 +372,11 @@ pub struct Registry {
     driver_ticks: tokio::sync::watch::Sender<u64>,
     epoch: Instant,
     stats: Stats,
+    /// Where durable state goes; `None` runs in memory only.
+    store: Option<Store>,
+    /// Every generation handed out in this run is above this (see
+    /// [`generation_floor`]), so generations never go back across restarts.
+    generation_floor: Generation,
 }
 
 /// The current instant on tokio's clock (paused in tests).
@@ -417,9 +424,82 @@ impl Registry {
     /// An empty registry. Call [`spawn_background`](Self::spawn_background)
     /// on it to run deadlines and eviction.
     pub fn new(config: RegistryConfig, resolver: PolicyResolver) -> Arc<Self> {
+        Arc::new(Self::build(config, resolver, None, 0))
+    }
+
+    /// A registry backed by `store`, holding every circuit `loaded` from it:
+    /// overrides, admin policies, backoff memory, and open circuits until
+    /// their original deadline (downtime counted). Every generation of this
+    /// run is above those of earlier runs.
+    pub fn restore(
+        config: RegistryConfig,
+        resolver: PolicyResolver,
+        store: Store,
+        loaded: Loaded,
+    ) -> Arc<Self> {
+        let floor = generation_floor(loaded.epoch);
+        let registry = Self::build(config, resolver, Some(store), floor);
+        let clocks = Clocks::now();
+        let now = clocks.mono;
+        for record in loaded.circuits {
+            if let Some(problem) = name::name_problem(&record.name) {
+                tracing::error!(circuit = %record.name, %problem, "store holds an invalid circuit name; skipped");
+                continue;
+            }
+            let configured = registry.resolver.resolve(&record.name);
+            let (policy, admin_spec) = match &record.admin_policy {
+                None => (configured, None),
+                Some(spec) => match configured.apply(spec) {
+                    Ok(p) => (p, Some(spec.clone())),
+                    Err(e) => {
+                        tracing::error!(circuit = %record.name, error = %e, "stored admin policy no longer valid over the configured policy; using the configured policy");
+                        (configured, None)
+                    }
+                },
+            };
+            let mut saved = record.to_persisted(clocks);
+            saved.generation = saved.generation.max(floor);
+            let breaker = Breaker::restore(policy, NodeId::from_name(&record.name).0, saved, now);
+            let name: Arc<str> = Arc::from(record.name.as_str());
+            let circuit = Arc::new(Circuit {
+                name: name.clone(),
+                inner: Mutex::new(CircuitInner {
+                    breaker,
+                    admin_spec,
+                    scheduled: None,
+                    deleted: false,
+                    leases_expired_seen: 0,
+                }),
+                last_used: AtomicU64::new(0),
+            });
+            {
+                let mut inner = circuit.inner.lock();
+                registry.schedule(&circuit, &mut inner, now);
+                // Restoring may have moved it on (e.g. open -> half-open).
+                registry.persist(&circuit, &inner, now);
+            }
+            // Durable state is never dropped for the cap: restored circuits
+            // count against it but are all kept.
+            registry.reserved.fetch_add(1, Ordering::AcqRel);
+            registry.circuits.insert(name, circuit);
+        }
+        tracing::info!(
+            circuits = registry.len(),
+            epoch = loaded.epoch,
+            "state restored"
+        );
+        Arc::new(registry)
+    }
+
+    fn build(
+        config: RegistryConfig,
+        resolver: PolicyResolver,
+        store: Option<Store>,
+        generation_floor: Generation,
+    ) -> Self {
         let (hub, _) = broadcast::channel(config.watch_buffer.max(1));
         let (timers, timer_rx) = mpsc::unbounded_channel();
-        Arc::new(Self {
+        Self {
             config,
             resolver,
             circuits: DashMap::new(),
@@ -432,7 +512,96 @@ impl Registry {
             driver_ticks: tokio::sync::watch::channel(0).0,
             epoch: now(),
             stats: Stats::default(),
-        })
+            store,
+            generation_floor,
+        }
+    }
+
+    /// Waits until every change made so far is durable (a no-op without a
+    /// store). Admin calls answer only after this, so an acknowledged change
+    /// survives a crash.
+    pub async fn durable(&self) -> Result<(), CoreError> {
+        match &self.store {
+            Some(store) => store
+                .flush()
+                .await
+                .map_err(|e| CoreError::Storage(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// The newest `limit` admin changes, newest first, optionally of one
+    /// circuit only. Empty without a store.
+    pub fn audit_log(
+        &self,
+        circuit: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, CoreError> {
+        if let Some(name) = circuit {
+            validate_circuit_name(name)?;
+        }
+        match &self.store {
+            Some(store) => store
+                .read_audit(circuit, limit)
+                .map_err(|e| CoreError::Storage(e.to_string())),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The durable state of a circuit, as the store keeps it.
+    fn record_of(name: &str, inner: &CircuitInner, now: Instant) -> CircuitRecord {
+        CircuitRecord::from_persisted(
+            name,
+            &inner.breaker.persisted(),
+            inner.admin_spec.clone(),
+            Clocks::at(now),
+        )
+    }
+
+    /// Queues the circuit's durable state for the store (not waiting for it
+    /// to reach the disk; admin calls wait with [`durable`](Self::durable)).
+    fn persist(&self, circuit: &Circuit, inner: &CircuitInner, now: Instant) {
+        if let Some(store) = &self.store {
+            // The Ack is not awaited here: the write stays queued.
+            drop(store.put(Self::record_of(&circuit.name, inner, now)));
+        }
+    }
+
+    /// Records an admin change: a structured log line and, with a store, an
+    /// audit record with the circuit's durable state before and after.
+    fn audit(
+        &self,
+        change: Change<'_>,
+        before: Option<CircuitRecord>,
+        after: Option<CircuitRecord>,
+    ) {
+        let json = |r: &Option<CircuitRecord>| {
+            r.as_ref()
+                .and_then(|r| serde_json::to_string(r).ok())
+                .unwrap_or_else(|| "null".to_owned())
+        };
+        tracing::info!(
+            target: "breakerd::audit",
+            actor = change.actor,
+            action = change.action,
+            reason = change.reason,
+            circuit = change.circuit,
+            before = %json(&before),
+            after = %json(&after),
+            "admin change"
+        );
+        if let Some(store) = &self.store {
+            let at_ms = Clocks::now().unix_ms;
+            drop(store.audit(AuditRecord {
+                at_ms,
+                actor: change.actor.to_owned(),
+                action: change.action.to_owned(),
+                circuit: change.circuit.to_owned(),
+                reason: change.reason.to_owned(),
+                before,
+                after,
+            }));
+        }
     }
 
     /// The configuration this registry runs with.
@@ -513,10 +682,13 @@ impl Registry {
         }
     }
 
-    /// The generation a newly created circuit starts at. The one place to
-    /// change when generations are persisted across restarts.
+    /// The generation a newly created circuit starts at: above every
+    /// generation of a removed circuit and of earlier runs.
     fn initial_generation(&self) -> Generation {
-        self.removed_generation.load(Ordering::Acquire) + 1
+        self.removed_generation
+            .load(Ordering::Acquire)
+            .max(self.generation_floor)
+            + 1
     }
 
     fn millis_since_epoch(&self, now: Instant) -> u64 {
@@ -613,27 +785,30 @@ impl Registry {
             self.touch(&circuit, now);
             let before = Fingerprint::of(&inner.breaker);
             let result = f(&circuit, &mut inner);
-            self.after_change(&circuit, &mut inner, before, now);
+            self.after_change(&circuit, &mut inner, before, now, now);
             return result;
         }
     }
 
-    /// Publishes the circuit's snapshot if its generation, state, override
-    /// or policy changed since `before`, and schedules its next deadline.
-    /// Called with the circuit locked, so events of one circuit reach the
-    /// hub in order.
+    /// Counts, publishes and persists the circuit's new state if its
+    /// generation, state, override or policy changed since `before`, and
+    /// schedules its next deadline (never before `not_before`). Called with
+    /// the circuit locked, so events of one circuit reach the hub and the
+    /// store in order.
     fn after_change(
         &self,
         circuit: &Circuit,
         inner: &mut CircuitInner,
         before: Fingerprint,
         now: Instant,
+        not_before: Instant,
     ) {
         self.count_changes(inner, &before);
         if Fingerprint::of(&inner.breaker) != before {
             self.publish(Arc::new(snapshot_of(&circuit.name, inner, now)));
+            self.persist(circuit, inner, now);
         }
-        self.schedule(circuit, inner, now);
+        self.schedule(circuit, inner, not_before);
     }
 
     fn publish(&self, snapshot: Arc<CircuitSnapshot>) {
@@ -875,15 +1050,14 @@ impl Registry {
                 spec,
             );
             let policy = base.apply(&merged)?;
-            let before = inner.admin_spec.replace(merged);
+            let before = Self::record_of(&circuit.name, inner, now);
+            inner.admin_spec = Some(merged);
             inner.breaker.set_policy(policy, now);
-            audit(
-                actor,
-                "set_policy",
-                reason,
-                &circuit.name,
-                &before,
-                &inner.admin_spec,
+            let after = Self::record_of(&circuit.name, inner, now);
+            self.audit(
+                Change::new(actor, "set_policy", reason, &circuit.name),
+                Some(before),
+                Some(after),
             );
             Ok(self.detail_of(circuit, inner, now))
         })
@@ -915,7 +1089,7 @@ impl Registry {
             })?),
         };
         self.with_circuit(name, true, now, |circuit, inner| {
-            let before = inner.breaker.override_().map(|o| o.kind);
+            let before = Self::record_of(&circuit.name, inner, now);
             inner.breaker.set_override(
                 Override {
                     kind,
@@ -925,13 +1099,11 @@ impl Registry {
                 },
                 now,
             );
-            audit(
-                actor,
-                "set_override",
-                reason,
-                &circuit.name,
-                &before,
-                &Some(kind),
+            let after = Self::record_of(&circuit.name, inner, now);
+            self.audit(
+                Change::new(actor, "set_override", reason, &circuit.name),
+                Some(before),
+                Some(after),
             );
             Ok(self.detail_of(circuit, inner, now))
         })
@@ -949,16 +1121,13 @@ impl Registry {
         check_audit(actor, reason)?;
         let now = now();
         self.with_circuit(name, false, now, |circuit, inner| {
-            let before = inner.breaker.override_().map(|o| o.kind);
+            let before = Self::record_of(&circuit.name, inner, now);
             inner.breaker.clear_override(now);
-            let after: Option<OverrideKind> = None;
-            audit(
-                actor,
-                "clear_override",
-                reason,
-                &circuit.name,
-                &before,
-                &after,
+            let after = Self::record_of(&circuit.name, inner, now);
+            self.audit(
+                Change::new(actor, "clear_override", reason, &circuit.name),
+                Some(before),
+                Some(after),
             );
             Ok(self.detail_of(circuit, inner, now))
         })
@@ -971,10 +1140,14 @@ impl Registry {
         check_audit(actor, reason)?;
         let now = now();
         self.with_circuit(name, false, now, |circuit, inner| {
-            let before = (inner.breaker.state(), inner.breaker.generation());
+            let before = Self::record_of(&circuit.name, inner, now);
             inner.breaker.reset(now);
-            let after = (inner.breaker.state(), inner.breaker.generation());
-            audit(actor, "reset", reason, &circuit.name, &before, &after);
+            let after = Self::record_of(&circuit.name, inner, now);
+            self.audit(
+                Change::new(actor, "reset", reason, &circuit.name),
+                Some(before),
+                Some(after),
+            );
             Ok(self.detail_of(circuit, inner, now))
         })
     }
@@ -993,10 +1166,16 @@ impl Registry {
             if inner.deleted {
                 continue;
             }
-            let before = (inner.breaker.state(), inner.breaker.generation());
+            let before = Self::record_of(&circuit.name, &inner, now);
             self.remove_locked(&circuit, &mut inner);
-            let after: Option<()> = None;
-            audit(actor, "delete", reason, &circuit.name, &before, &after);
+            if let Some(store) = &self.store {
+                drop(store.forget(&circuit.name));
+            }
+            self.audit(
+                Change::new(actor, "delete", reason, &circuit.name),
+                Some(before),
+                None,
+            );
             self.publish(Arc::new(snapshot_of(&circuit.name, &inner, now)));
             return Ok(());
         }
@@ -1070,11 +1249,14 @@ impl Registry {
         }
         let before = Fingerprint::of(&inner.breaker);
         inner.breaker.advance(now);
-        if Fingerprint::of(&inner.breaker) != before {
-            self.publish(Arc::new(snapshot_of(&circuit.name, &inner, now)));
-        }
         // A deadline that `advance` left due must not spin the driver.
-        self.schedule(&circuit, &mut inner, now + Duration::from_millis(1));
+        self.after_change(
+            &circuit,
+            &mut inner,
+            before,
+            now,
+            now + Duration::from_millis(1),
+        );
     }
 
     /// Subscribes to `names` (validated; missing circuits are created, the
@@ -1118,14 +1300,23 @@ impl Registry {
     }
 }
 
-/// Logs one admin change as an audit event.
-fn audit<B: std::fmt::Debug, A: std::fmt::Debug>(
-    actor: &str,
-    action: &str,
-    reason: &str,
-    circuit: &str,
-    before: &B,
-    after: &A,
-) {
-    tracing::info!(target: "breakerd::audit", actor, action, reason, circuit, before = ?before, after = ?after, "admin change");
+/// Who changed what on which circuit, and why: the subject of an audit
+/// record.
+#[derive(Debug, Clone, Copy)]
+struct Change<'a> {
+    actor: &'a str,
+    action: &'a str,
+    reason: &'a str,
+    circuit: &'a str,
+}
+
+impl<'a> Change<'a> {
+    fn new(actor: &'a str, action: &'a str, reason: &'a str, circuit: &'a str) -> Self {
+        Self {
+            actor,
+            action,
+            reason,
+            circuit,
+        }
+    }
 }

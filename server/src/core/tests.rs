@@ -667,3 +667,109 @@ async fn config_patterns_decide_a_new_circuits_policy() {
         .unwrap();
     assert_eq!(r.get("search").unwrap().snapshot.state, State::Closed);
 }
+
+fn stored_registry(dir: &std::path::Path, spec: PolicySpec) -> Arc<Registry> {
+    let (store, loaded) = crate::store::Store::open(dir).unwrap();
+    Registry::restore(
+        RegistryConfig::default(),
+        PolicyResolver::new(spec, Vec::new()).unwrap(),
+        store,
+        loaded,
+    )
+}
+
+#[tokio::test]
+async fn durable_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = stored_registry(dir.path(), spec(2, 60_000, 10_000));
+    trip(&r, "open-one", 2);
+    let open_gen = r.get("open-one").unwrap().snapshot.generation;
+    r.set_override(
+        "forced",
+        OverrideKind::ForcedOpen,
+        "ops",
+        "incident 7",
+        None,
+    )
+    .unwrap();
+    let tuned = PolicySpec {
+        consecutive_failures: Some(9),
+        ..Default::default()
+    };
+    r.set_policy("tuned", &tuned, "ops", "noisy").unwrap();
+    r.acquire("plain", "n").unwrap();
+    r.durable().await.unwrap();
+    // As after kill -9: nothing is shut down, the next process just opens
+    // the same directory.
+    drop(r);
+
+    let r = stored_registry(dir.path(), spec(2, 60_000, 10_000));
+    let open = r.get("open-one").unwrap();
+    assert_eq!(
+        open.snapshot.state,
+        State::Open,
+        "an open circuit stays open"
+    );
+    assert!(
+        open.snapshot.open_remaining > Duration::from_secs(50)
+            && open.snapshot.open_remaining <= Duration::from_secs(60),
+        "{:?}",
+        open.snapshot.open_remaining
+    );
+    assert!(
+        open.snapshot.generation > open_gen,
+        "generations never go back"
+    );
+    assert!(!r.acquire("open-one", "n").unwrap().decision.is_allowed());
+
+    let forced = r.get("forced").unwrap();
+    let o = forced.snapshot.override_.expect("override survives");
+    assert_eq!(
+        (o.kind, o.actor.as_str(), o.reason.as_str()),
+        (OverrideKind::ForcedOpen, "ops", "incident 7")
+    );
+    assert_eq!(r.get("tuned").unwrap().admin_policy, Some(tuned));
+    assert_eq!(
+        r.get("plain").map(|_| ()),
+        Err(CoreError::NotFound {
+            name: "plain".into()
+        }),
+        "closed circuits without admin state are soft state"
+    );
+    // A circuit created in the new run starts above every earlier generation.
+    let fresh = r.acquire("plain", "n").unwrap().decision.generation();
+    assert!(fresh > open_gen);
+
+    let audit = r.audit_log(None, 10).unwrap();
+    let actions: Vec<_> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["set_policy", "set_override"]);
+    assert_eq!(
+        audit[1]
+            .after
+            .as_ref()
+            .and_then(|a| a.override_.as_ref())
+            .map(|o| o.kind),
+        Some(OverrideKind::ForcedOpen)
+    );
+}
+
+#[tokio::test]
+async fn deleted_and_recovered_circuits_are_not_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = stored_registry(dir.path(), spec(1, 60_000, 10_000));
+    r.set_override("gone", OverrideKind::Disabled, "ops", "shadow", None)
+        .unwrap();
+    r.delete("gone", "ops", "cleanup").unwrap();
+    r.set_override("cleared", OverrideKind::ForcedClosed, "ops", "x", None)
+        .unwrap();
+    r.clear_override("cleared", "ops", "done").unwrap();
+    r.durable().await.unwrap();
+    drop(r);
+    let r = stored_registry(dir.path(), spec(1, 60_000, 10_000));
+    assert!(r.get("gone").is_err());
+    assert!(
+        r.get("cleared").is_err(),
+        "closed without admin state is not kept"
+    );
+    assert_eq!(r.audit_log(Some("gone"), 10).unwrap().len(), 2);
+}

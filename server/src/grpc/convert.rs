@@ -22,6 +22,7 @@ pub fn status_from_core(err: CoreError) -> Status {
         CoreError::InvalidArgument(msg) => Status::invalid_argument(msg),
         e @ CoreError::NotFound { .. } => Status::not_found(e.to_string()),
         e @ CoreError::TooManyCircuits { .. } => Status::resource_exhausted(e.to_string()),
+        e @ CoreError::Storage(_) => Status::unavailable(e.to_string()),
     }
 }
 

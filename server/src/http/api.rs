@@ -117,6 +117,7 @@ fn core_status(e: &CoreError) -> StatusCode {
         | CoreError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         CoreError::NotFound { .. } => StatusCode::NOT_FOUND,
         CoreError::TooManyCircuits { .. } => StatusCode::TOO_MANY_REQUESTS,
+        CoreError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

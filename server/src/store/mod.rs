@@ -249,14 +249,10 @@ impl Store {
         self.send(vec![Entry::State(Record::Forget(name.to_owned()))])
     }
 
-    /// Queues an admin change: its audit line and the circuit's new durable
-    /// state, written and made durable together.
-    pub fn admin_change(&self, audit: AuditRecord) -> Ack {
-        let state = match &audit.after {
-            Some(after) if after.worth_keeping() => Record::Circuit(after.clone()),
-            _ => Record::Forget(audit.circuit.clone()),
-        };
-        self.send(vec![Entry::State(state), Entry::Audit(audit)])
+    /// Queues an audit record of an admin change (the circuit's new state
+    /// goes through [`put`](Self::put) or [`forget`](Self::forget)).
+    pub fn audit(&self, audit: AuditRecord) -> Ack {
+        self.send(vec![Entry::Audit(audit)])
     }
 
     /// The newest `limit` audit records, newest first, optionally only those

@@ -65,27 +65,19 @@ fn state_survives_reopen_and_epochs_grow() {
         actor: "ops".into(),
         expires_at_ms: None,
     });
-    store
-        .admin_change(audit("forced", "set_override", Some(forced.clone())))
-        .wait_blocking()
-        .unwrap();
+    store.put(forced.clone()).wait_blocking().unwrap();
     let mut tuned = circuit("tuned", State::Closed, 1);
     tuned.admin_policy = Some(PolicySpec {
         consecutive_failures: Some(3),
         ..Default::default()
     });
-    store
-        .admin_change(audit("tuned", "set_policy", Some(tuned.clone())))
-        .wait_blocking()
-        .unwrap();
-    store
-        .admin_change(audit("gone", "set_policy", Some(tuned.clone())))
-        .wait_blocking()
-        .unwrap();
-    store
-        .admin_change(audit("gone", "delete", None))
-        .wait_blocking()
-        .unwrap();
+    store.put(tuned.clone()).wait_blocking().unwrap();
+    let gone = CircuitRecord {
+        name: "gone".into(),
+        ..tuned.clone()
+    };
+    store.put(gone).wait_blocking().unwrap();
+    store.forget("gone").wait_blocking().unwrap();
     drop(store);
 
     let (_store, loaded) = Store::open(dir.path()).unwrap();
@@ -210,7 +202,7 @@ fn audit_reads_back_newest_first() {
     for (i, c) in ["a", "b", "a", "a"].iter().enumerate() {
         let mut rec = audit(c, "reset", Some(circuit(c, State::Closed, i as u64)));
         rec.at_ms = i as u64;
-        store.admin_change(rec).wait_blocking().unwrap();
+        store.audit(rec).wait_blocking().unwrap();
     }
     let all = store.read_audit(None, 10).unwrap();
     assert_eq!(
