@@ -9,12 +9,15 @@ use std::{future::Future, io, net::SocketAddr};
 
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::{Server, server::TcpIncoming};
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthReporter};
 
 use crate::{
     config::Config,
     core::Registry,
-    grpc::{self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal, trace::TraceLayer},
+    grpc::{
+        self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal, health::DrainingHealth,
+        trace::TraceLayer,
+    },
     http::{self as side_port, HttpState, RpcMetrics, RpcMetricsLayer},
 };
 
@@ -75,7 +78,9 @@ pub async fn serve_with_http(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let listen_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
-    let (health, health_service) = tonic_health::server::health_reporter();
+    // A reporter starts with "" SERVING: flip everything before a single
+    // connection is accepted.
+    let health = HealthReporter::new();
     set_health(&health, ServingStatus::NotServing).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -145,7 +150,10 @@ pub async fn serve_with_http(
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
         .layer(TraceLayer)
         .layer(RpcMetricsLayer::new(rpc_metrics))
-        .add_service(health_service)
+        .add_service(HealthServer::new(DrainingHealth::new(
+            health.clone(),
+            stop.clone(),
+        )))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(breaker)

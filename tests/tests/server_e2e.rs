@@ -670,7 +670,9 @@ async fn health_is_serving_after_start_and_not_serving_on_shutdown() {
     // Long-lived streams end at once so the drain does not wait for them.
     let end = within("the watch to end", watch_stream.message()).await;
     assert_status(end, Code::Unavailable, "shutting down");
-    drop(statuses);
+    // So does the health watch, once it has said NOT_SERVING.
+    let end = within("the health watch to end", statuses.message()).await;
+    assert_status(end, Code::Unavailable, "shutting down");
     server.stop().await.expect("clean stop");
 }
 
@@ -764,26 +766,31 @@ async fn trace_ids_are_echoed_or_generated() {
 #[tokio::test]
 async fn shutdown_drain_is_bounded_by_config() {
     let server = TestServer::start_with(config("[server]\nshutdown_drain_ms = 200\n")).await;
-    // A health watch never ends by itself: it holds the connection open
-    // past the drain, and the server must stop anyway.
-    let mut statuses = server
-        .health()
-        .watch(HealthCheckRequest {
-            service: String::new(),
+    // A reflection stream whose client never closes its side holds the
+    // connection open past the drain; the server must stop anyway.
+    let (requests, rx) = tokio::sync::mpsc::channel::<ServerReflectionRequest>(1);
+    requests
+        .send(ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
         })
         .await
-        .expect("health watch")
+        .expect("queue a request");
+    let mut responses = server
+        .reflection()
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("reflection")
         .into_inner();
-    let first = within("health", statuses.message())
+    within("reflection answer", responses.message())
         .await
         .expect("ok")
-        .expect("a status");
-    assert_eq!(first.status(), ServingStatus::Serving);
+        .expect("an answer");
     let started = std::time::Instant::now();
     server
         .stop()
         .await
         .expect("stopped after the drain deadline");
     assert!(started.elapsed() >= std::time::Duration::from_millis(200));
-    drop(statuses);
+    drop(requests);
 }
