@@ -48,6 +48,20 @@ impl<E> CircuitBreakerError<E> {
     }
 }
 
+impl CircuitBreakerError<tonic::transport::Error> {
+    /// The circuit's rejection behind a `tonic::Status` returned by a
+    /// generated gRPC client over a `CircuitBreaker<Channel>`.
+    ///
+    /// tonic turns service errors it does not recognise into a `Status`
+    /// with code `UNKNOWN` whose `source()` is this error; this digs the
+    /// rejection back out, so callers can tell "circuit open" from a
+    /// failure of the dependency.
+    pub fn rejection_in(status: &tonic::Status) -> Option<&crate::Error> {
+        use std::error::Error as _;
+        status.source()?.downcast_ref::<Self>()?.rejection()
+    }
+}
+
 impl<E: super::classify::ClassifyError> super::classify::ClassifyError for CircuitBreakerError<E> {
     fn class(&self) -> crate::Outcome {
         match self {
