@@ -188,24 +188,21 @@
     base.setAttribute("y1", H - 1); base.setAttribute("y2", H - 1);
     base.setAttribute("class", "spark-base");
     svg.append(base);
-    const step = W / (SERIES_LEN - 1);
+    // One bar per interval, the newest at the right edge; no bar when the
+    // interval had no calls, a flat grey tick when none failed.
+    const step = (W - 2) / SERIES_LEN;
     const offset = SERIES_LEN - series.length;
-    let pts = [];
-    const flush = () => {
-      if (pts.length === 1) pts.push([pts[0][0] + 1, pts[0][1]]);
-      if (pts.length > 1) {
-        const p = document.createElementNS(NS, "polyline");
-        p.setAttribute("points", pts.map((q) => q.join(",")).join(" "));
-        p.setAttribute("class", "spark-line");
-        svg.append(p);
-      }
-      pts = [];
-    };
     series.forEach((r, i) => {
-      if (r == null) { flush(); return; }
-      pts.push([((offset + i) * step).toFixed(1), (H - 1 - r * (H - 3)).toFixed(1)]);
+      if (r == null) return;
+      const h = Math.max(1, r * (H - 2));
+      const bar = document.createElementNS(NS, "rect");
+      bar.setAttribute("x", (1 + (offset + i) * step).toFixed(1));
+      bar.setAttribute("y", (H - 1 - h).toFixed(1));
+      bar.setAttribute("width", Math.max(1, step - 0.5).toFixed(1));
+      bar.setAttribute("height", h.toFixed(1));
+      bar.setAttribute("class", r > 0 ? "spark-bar" : "spark-zero");
+      svg.append(bar);
     });
-    flush();
     const last = [...series].reverse().find((r) => r != null);
     const title = document.createElementNS(NS, "title");
     title.textContent = last == null ? "no calls recently" : "last interval: " + Math.round(last * 100) + "% failures";
