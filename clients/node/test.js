@@ -46,7 +46,7 @@ function startBreakerd() {
   fs.accessSync(bin, fs.constants.X_OK); // a clear error when it is not built
   // The developer's BREAKERD_* settings must not change what the test starts.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BREAKERD_')));
-  const proc = spawn(bin, ['--listen', '127.0.0.1:0'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--store', 'none', '--http-listen', 'off'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const output = [];
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {

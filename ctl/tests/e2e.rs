@@ -49,6 +49,8 @@ impl Coordinator {
                     .expect("send addr");
                 let config = Config {
                     shutdown_drain: Duration::from_millis(200),
+                    // In memory: tests never share a store.
+                    store: None,
                     ..Config::default()
                 };
                 app::serve(config, listener, async {

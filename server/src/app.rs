@@ -5,7 +5,7 @@
 //! tests exercise the real wiring. The caller binds the listener (port 0
 //! works: the bound address is logged as `listen_addr`).
 
-use std::{future::Future, io, net::SocketAddr};
+use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::{Server, server::TcpIncoming};
@@ -14,6 +14,7 @@ use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::Healt
 use crate::{
     config::Config,
     core::Registry,
+    store::Store,
     grpc::{
         self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal, health::DrainingHealth,
         trace::TraceLayer,
@@ -45,6 +46,36 @@ pub enum ServeError {
     /// The transport failed.
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The store could not be opened or loaded.
+    #[error("cannot load the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The task loading the store died.
+    #[error("store loading task failed: {0}")]
+    StoreTask(#[from] tokio::task::JoinError),
+}
+
+/// The registry, restored from the store in `config.store` when there is
+/// one. Runs before anything is served, so no call sees a half-loaded state.
+async fn load_registry(config: &Config) -> Result<Arc<Registry>, ServeError> {
+    let Some(dir) = config.store.clone() else {
+        tracing::warn!("no store configured: overrides and open circuits will not survive a restart");
+        return Ok(Registry::new(config.registry_config(), config.resolver.clone()));
+    };
+    let started = std::time::Instant::now();
+    let (store, loaded) = tokio::task::spawn_blocking(move || Store::open(&dir)).await??;
+    let circuits = loaded.circuits.len();
+    let registry = Registry::restore(
+        config.registry_config(),
+        config.resolver.clone(),
+        store,
+        loaded,
+    );
+    tracing::info!(
+        circuits,
+        store_load_ms = started.elapsed().as_millis() as u64,
+        "state loaded"
+    );
+    Ok(registry)
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -93,7 +124,7 @@ pub async fn serve_with_http(
         .build_v1alpha()?;
 
     let (stop_tx, stop) = ShutdownSignal::new();
-    let registry = Registry::new(config.registry_config(), config.resolver.clone());
+    let registry = load_registry(&config).await?;
     let background = registry.spawn_background({
         let mut stop = stop.clone();
         async move { stop.wait().await }
@@ -114,8 +145,7 @@ pub async fn serve_with_http(
         tokio::spawn(side_port::serve(l, state, config.shutdown_drain))
     });
 
-    // The registry holds its whole state from construction on; when a store
-    // is added, this is where loading it completes.
+    // The store is loaded (`load_registry` above): ready to serve.
     set_health(&health, ServingStatus::Serving).await;
     tracing::info!(
         listen_addr = %listen_addr,

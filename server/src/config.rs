@@ -50,6 +50,11 @@ pub struct Cli {
     /// Most circuits held at once. Overrides `limits.max_circuits`.
     #[arg(long, env = "BREAKERD_MAX_CIRCUITS", value_name = "N")]
     pub max_circuits: Option<u64>,
+    /// Directory of the embedded store (durable overrides, admin policies,
+    /// open circuits, audit log); `none` runs in memory only. Overrides
+    /// `store.path`.
+    #[arg(long, env = "BREAKERD_STORE", value_name = "DIR|none")]
+    pub store: Option<String>,
     /// Check the configuration, print `config ok` and exit (0 when valid, 2 when not).
     #[arg(long)]
     pub check_config: bool,
@@ -92,6 +97,8 @@ pub struct FileConfig {
     pub log: LogSection,
     /// `[http]`: the operators' HTTP side port (metrics, dashboard).
     pub http: crate::http::HttpSection,
+    /// `[store]`: where durable state lives.
+    pub store: StoreSection,
     /// `[defaults]`: policy fields applied to every circuit.
     pub defaults: PolicySpec,
     /// `[[circuits]]`: per-name-pattern policies; every match applies, in
@@ -158,6 +165,26 @@ impl Default for LimitsSection {
             idle_evict_after_ms: 600_000,
             max_report_batch: 10_000,
             max_watch_names: 10_000,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Directory of the embedded store, created when missing; `none` keeps
+    /// everything in memory (nothing survives a restart).
+    pub path: String,
+}
+
+/// Where the store lives when nothing says otherwise: beside the process.
+pub const DEFAULT_STORE_PATH: &str = "breakerd-data";
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            path: DEFAULT_STORE_PATH.to_owned(),
         }
     }
 }
@@ -234,6 +261,8 @@ pub struct Config {
     pub resolver: PolicyResolver,
     /// The HTTP side port.
     pub http: crate::http::HttpConfig,
+    /// Directory of the embedded store; `None` runs in memory only.
+    pub store: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -346,6 +375,20 @@ impl Config {
         let max_watch_names = within("limits.max_watch_names", l.max_watch_names, 1, 1_000_000)?;
 
         let http = file.http.check(cli)?;
+        let (store_key, store_path) = match &cli.store {
+            Some(p) => ("--store", p.as_str()),
+            None => ("store.path", file.store.path.as_str()),
+        };
+        let store = match store_path.trim() {
+            "" => {
+                return Err(ConfigError::new(
+                    store_key,
+                    "is empty; give a directory, or `none` to keep state in memory only",
+                ));
+            }
+            "none" => None,
+            path => Some(PathBuf::from(path)),
+        };
         let log_format = cli.log_format.unwrap_or(file.log.format);
         let (level_key, log_level) = match &cli.log_level {
             Some(level) => ("--log-level", level.clone()),
@@ -390,6 +433,7 @@ impl Config {
             log_level,
             resolver,
             http,
+            store,
         })
     }
 

@@ -20,9 +20,13 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 /// How long a test waits for anything before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A config from TOML text, checked like the binary checks it.
+/// A config from TOML text, checked like the binary checks it. Without a
+/// `[store]` section it runs in memory, so tests never share a store.
 pub fn config(toml: &str) -> Config {
-    let file = FileConfig::parse(toml).unwrap_or_else(|e| panic!("{e}"));
+    let mut file = FileConfig::parse(toml).unwrap_or_else(|e| panic!("{e}"));
+    if !toml.contains("[store]") {
+        file.store.path = "none".to_owned();
+    }
     Config::from_file(file, &Cli::default()).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -102,6 +106,16 @@ impl TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Stops the server the hard way, as close to `kill -9` as one process
+    /// allows: the serving task is aborted with no shutdown or drain, so only
+    /// what was already made durable survives.
+    pub async fn crash(mut self) {
+        self.stop.take();
+        let task = self.task.take().expect("server task");
+        task.abort();
+        let _ = task.await;
     }
 
     /// Shuts down and waits until `serve` has returned.

@@ -1,5 +1,6 @@
 //! `breakerd.v1.Admin`: inspect and steer circuits. The core checks the
-//! actor and reason of every change and writes the audit event.
+//! actor and reason of every change and writes the audit event; every
+//! change is answered only once it is durable in the store.
 
 use std::{sync::Arc, time::Duration};
 
@@ -66,6 +67,7 @@ impl Admin for AdminService {
         let detail = self
             .registry
             .set_policy(&req.name, &spec, &req.actor, &req.reason)?;
+        self.registry.durable().await?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -79,6 +81,7 @@ impl Admin for AdminService {
         let detail =
             self.registry
                 .set_override(&req.name, kind, &req.actor, &req.reason, expires_in)?;
+        self.registry.durable().await?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -90,6 +93,7 @@ impl Admin for AdminService {
         let detail = self
             .registry
             .clear_override(&req.name, &req.actor, &req.reason)?;
+        self.registry.durable().await?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -99,6 +103,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::CircuitDetail>, Status> {
         let req = request.into_inner();
         let detail = self.registry.reset(&req.name, &req.actor, &req.reason)?;
+        self.registry.durable().await?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -108,6 +113,40 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DeleteCircuitResponse>, Status> {
         let req = request.into_inner();
         self.registry.delete(&req.name, &req.actor, &req.reason)?;
+        self.registry.durable().await?;
         Ok(Response::new(pb::DeleteCircuitResponse { name: req.name }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => 100,
+            n @ 1..=1000 => n as usize,
+            n => return Err(invalid("limit", format!("must be within 0..=1000, not {n}"))),
+        };
+        let circuit = (!req.circuit.is_empty()).then_some(req.circuit.as_str());
+        let records = self.registry.audit_log(circuit, limit)?;
+        let json = |r: &Option<crate::store::CircuitRecord>| {
+            r.as_ref()
+                .and_then(|r| serde_json::to_string(r).ok())
+                .unwrap_or_default()
+        };
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: records
+                .into_iter()
+                .map(|r| pb::AuditEvent {
+                    at_unix_ms: r.at_ms,
+                    before_json: json(&r.before),
+                    after_json: json(&r.after),
+                    actor: r.actor,
+                    action: r.action,
+                    circuit: r.circuit,
+                    reason: r.reason,
+                })
+                .collect(),
+        }))
     }
 }

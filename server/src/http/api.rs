@@ -403,6 +403,8 @@ where
             ));
         }
     };
+    // Answer only once the change would survive a crash.
+    state.registry.durable().await?;
     Ok(super::json(StatusCode::OK, &detail_json(&detail)))
 }
 
