@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
-use breakerd_policy::NodeId;
+use breakerd_policy::{NodeId, Outcome};
 use breakerd_proto::v1::breaker_client::BreakerClient;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -76,6 +76,8 @@ pub(crate) struct Common {
     link_tx: watch::Sender<bool>,
     /// Wakes the watch task when an RPC found the coordinator unreachable.
     pub(crate) kick: Notify,
+    /// Wakes the report task for outcomes that must go out at once.
+    pub(crate) urgent: Notify,
     pub(crate) reports: mpsc::Sender<Item>,
     pub(crate) stats: AtomicStats,
     epoch: Instant,
@@ -132,10 +134,14 @@ impl Common {
         self.epoch + Duration::from_nanos(nanos)
     }
 
-    /// Queue an outcome for the coordinator; never blocks.
+    /// Queue an outcome for the coordinator; never blocks. Failures and
+    /// probe outcomes wake the report task so they go out at once.
     pub(crate) fn enqueue(&self, q: Queued) {
+        let urgent = q.outcome == Outcome::Failure || q.lease != 0;
         if self.reports.try_send(Item::Report(q)).is_err() {
             self.stats.dropped_reports.fetch_add(1, Ordering::Relaxed);
+        } else if urgent {
+            self.urgent.notify_one();
         }
     }
 }
@@ -233,6 +239,7 @@ impl Coordinator {
             link: AtomicU8::new(Link::Unknown as u8),
             link_tx: watch::Sender::new(false),
             kick: Notify::new(),
+            urgent: Notify::new(),
             reports: tx,
             stats: AtomicStats::default(),
             epoch: Instant::now(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use breakerd_policy::Outcome;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::circuit::CircuitShared;
 use crate::coordinator::Link;

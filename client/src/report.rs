@@ -131,40 +131,45 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
         let mut batch: Vec<pb::OutcomeReport> = Vec::with_capacity(c.config.batch_size);
         let mut waiters: Waiters = Vec::new();
         let mut next: Option<Item> = Some(first);
-        let mut flush_at: Option<Instant> = None;
-        let lost = loop {
-            let mut urgent = false;
-            if let Some(item) = next.take() {
-                urgent |= take(&inner, &mut names, &mut batch, &mut waiters, item);
-                // Whatever is already queued goes into the same batch.
-                while batch.len() < c.config.batch_size {
-                    match rx.try_recv() {
-                        Ok(item) => {
-                            urgent |= take(&inner, &mut names, &mut batch, &mut waiters, item)
-                        }
-                        Err(_) => break,
+        let lost = 'stream: loop {
+            // Idle: wait for the first outcome of a batch. This is the only
+            // wake-up a success costs; while a batch is open, successes are
+            // queued without waking anyone, and failures, probe outcomes and
+            // flush requests wake the task through `urgent`.
+            let item = match next.take() {
+                Some(item) => item,
+                None => tokio::select! {
+                    biased;
+                    _ = &mut reader => break 'stream true,
+                    item = rx.recv() => match item {
+                        Some(item) => item,
+                        None => break 'stream false,
+                    },
+                },
+            };
+            let mut urgent = take(&inner, &mut names, &mut batch, &mut waiters, item);
+            let flush_at = Instant::now() + c.config.flush_interval;
+            loop {
+                while let Ok(item) = rx.try_recv() {
+                    urgent |= take(&inner, &mut names, &mut batch, &mut waiters, item);
+                    if batch.len() >= c.config.batch_size
+                        && !send(&c, &tx, &pending, &mut batch, &mut waiters).await
+                    {
+                        break 'stream true;
                     }
                 }
-                if flush_at.is_none() && !batch.is_empty() {
-                    flush_at = Some(Instant::now() + c.config.flush_interval);
+                if urgent || Instant::now() >= flush_at {
+                    break;
                 }
-            } else {
-                // The flush timer fired.
-                urgent = true;
-            }
-            if urgent || batch.len() >= c.config.batch_size {
-                flush_at = None;
-                if !send(&c, &tx, &pending, &mut batch, &mut waiters).await {
-                    break true;
+                tokio::select! {
+                    biased;
+                    _ = &mut reader => break 'stream true,
+                    () = c.urgent.notified() => urgent = true,
+                    () = tokio::time::sleep_until(flush_at) => {}
                 }
             }
-            tokio::select! {
-                _ = &mut reader => break true,
-                item = rx.recv() => match item {
-                    Some(item) => next = Some(item),
-                    None => break false,
-                },
-                () = sleep_until_opt(flush_at) => {}
+            if !send(&c, &tx, &pending, &mut batch, &mut waiters).await {
+                break true;
             }
         };
         drop(tx);
@@ -185,13 +190,6 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
             return;
         }
         tracing::debug!("report stream lost; reconnecting");
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
