@@ -77,8 +77,20 @@ def find_listen_addr(line: str) -> str | None:
 class Server:
     """A running `breakerd` process and everything it printed."""
 
-    def __init__(self, extra_args: list[str] | None = None, log_path: Path | None = None):
-        self.args = [str(breakerd_bin()), "--listen", "127.0.0.1:0", *(extra_args or [])]
+    def __init__(self, store: Path | None, extra_args: list[str] | None = None, log_path: Path | None = None):
+        """`store`: the store directory (`None`: in memory only). The HTTP side
+        port is off: these tests speak gRPC, and a fixed default port would
+        collide between servers running at once."""
+        self.args = [
+            str(breakerd_bin()),
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+            "--store",
+            str(store) if store is not None else "none",
+            *(extra_args or []),
+        ]
         self.log_path = log_path
         self.lines: list[str] = []
         self.addr: str | None = None

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breakerd.v1 import breakerd_pb2 as pb
 from breakerd.v1 import breakerd_pb2_grpc as rpc
+from breakerd_harness import Server
 
 CLIENTS = 8
 # Defaults from the design brief (the seed's "threshold 5, 60 s open").
@@ -241,3 +242,65 @@ def test_health_serving_then_not_serving_and_clean_exit_on_sigterm(server):
     assert lines
     for line in lines:
         assert isinstance(json.loads(line), dict), line
+
+
+def trip(stub, circuit: str) -> pb.AcquireResponse:
+    """TRIP_AFTER failed calls in a row; returns the rejection that follows."""
+    for i in range(TRIP_AFTER):
+        d = stub.Acquire(pb.AcquireRequest(circuit=circuit, node_id=f"py-{i}"), timeout=RPC_TIMEOUT_S)
+        assert d.allowed, d
+        stub.Report(
+            pb.ReportRequest(
+                node_id=f"py-{i}",
+                outcomes=[pb.OutcomeReport(circuit=circuit, generation=d.generation, outcome=pb.OUTCOME_FAILURE)],
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
+    rejected = stub.Acquire(pb.AcquireRequest(circuit=circuit, node_id="py"), timeout=RPC_TIMEOUT_S)
+    assert not rejected.allowed and rejected.state == pb.CIRCUIT_STATE_OPEN, rejected
+    return rejected
+
+
+def test_open_circuits_overrides_and_audit_survive_kill_9(tmp_path):
+    """A restart must never slam a dependency the fleet had stopped calling."""
+    store = tmp_path / "store"
+    opened, forced = "py.durable:open", "py.durable:forced"
+    with Server(store=store, log_path=tmp_path / "first.log") as first:
+        with grpc.insecure_channel(first.addr) as ch:
+            stub, admin = rpc.BreakerStub(ch), rpc.AdminStub(ch)
+            before = trip(stub, opened)
+            admin.SetOverride(
+                pb.SetOverrideRequest(
+                    name=forced, kind=pb.OVERRIDE_KIND_FORCED_OPEN, actor="py-test", reason="maintenance window"
+                ),
+                timeout=RPC_TIMEOUT_S,
+            )
+            forced_gen = admin.GetCircuit(pb.GetCircuitRequest(name=forced), timeout=RPC_TIMEOUT_S).snapshot.generation
+        # No goodbye: the process dies as in a crash.
+        first.kill()
+        assert first.proc.returncode == -9
+
+    with Server(store=store, log_path=tmp_path / "second.log") as second:
+        with grpc.insecure_channel(second.addr) as ch:
+            stub, admin = rpc.BreakerStub(ch), rpc.AdminStub(ch)
+            after = stub.Acquire(pb.AcquireRequest(circuit=opened, node_id="py"), timeout=RPC_TIMEOUT_S)
+            assert not after.allowed, after
+            assert after.state == pb.CIRCUIT_STATE_OPEN
+            assert after.generation >= before.generation
+            # The open time kept running across the restart; it did not start again.
+            assert 0 < after.retry_after_ms <= before.retry_after_ms
+
+            d = admin.GetCircuit(pb.GetCircuitRequest(name=forced), timeout=RPC_TIMEOUT_S)
+            assert d.snapshot.HasField("override")
+            ov = d.snapshot.override
+            assert (ov.kind, ov.actor, ov.reason) == (pb.OVERRIDE_KIND_FORCED_OPEN, "py-test", "maintenance window")
+            assert d.snapshot.generation >= forced_gen
+            rejected = stub.Acquire(pb.AcquireRequest(circuit=forced, node_id="py"), timeout=RPC_TIMEOUT_S)
+            assert not rejected.allowed and rejected.reject_reason == pb.REJECT_REASON_FORCED_OPEN
+
+            # So does the audit trail of who forced it, and why.
+            audit = admin.ListAuditEvents(pb.ListAuditEventsRequest(circuit=forced), timeout=RPC_TIMEOUT_S)
+            assert [(e.action, e.actor, e.reason) for e in audit.events] == [
+                ("set_override", "py-test", "maintenance window")
+            ]
+        assert second.terminate() == 0

@@ -95,7 +95,8 @@ def test_k8s_probes_resources_and_volume():
     (c,) = pod["containers"]
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert c[probe]["grpc"]["port"] == GRPC_PORT, probe
-    assert {p["containerPort"] for p in c["ports"]} == {GRPC_PORT}
+    named_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert named_ports.get("grpc") == GRPC_PORT
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(c["resources"][kind]), kind
     claims = {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
@@ -107,7 +108,9 @@ def test_k8s_probes_resources_and_volume():
     assert sts["spec"]["serviceName"] in {s["metadata"]["name"] for s in services}
     for svc in services:
         assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
-        assert [p["port"] for p in svc["spec"]["ports"]] == [GRPC_PORT]
+        assert GRPC_PORT in [p["port"] for p in svc["spec"]["ports"]]
+        for p in svc["spec"]["ports"]:
+            assert named_ports.get(p["targetPort"]) == p["port"], p
 
 
 def test_dockerfile_runs_unprivileged_on_the_grpc_port():
