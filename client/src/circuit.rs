@@ -402,9 +402,12 @@ impl Circuit {
             )),
             Some(State::Open) => match s.remaining(s.open_until.load(Ordering::Acquire)) {
                 Some(left) => Err(s.open_error(State::Open, RejectReason::Open, left)),
-                None => self.remote(trace_id).await,
+                None => Box::pin(self.remote(trace_id)).await,
             },
-            Some(State::HalfOpen) | None => self.remote(trace_id).await,
+            // Boxed so that the future of `acquire` stays small for the
+            // common case: the RPC's state machine is large, and the
+            // allocation is nothing next to the round trip.
+            Some(State::HalfOpen) | None => Box::pin(self.remote(trace_id)).await,
         }
     }
 
@@ -524,6 +527,25 @@ impl Circuit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_acquire_future_stays_small() {
+        fn size_of_future<F: Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let coordinator = crate::Coordinator::builder()
+            .endpoint("http://127.0.0.1:9")
+            .build()
+            .expect("config");
+        let circuit = coordinator.circuit("size").expect("name");
+        let size = size_of_future(&circuit.acquire());
+        assert!(size <= 256, "acquire() future is {size} bytes");
+    }
 
     #[test]
     fn word_round_trips() {

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use breakerd_policy::{DegradedMode, OverrideKind, Policy, PolicySpec, WindowKind};
 use breakerd_proto::v1 as pb;
-use tokio::time::Instant;
 
 use crate::circuit::{CircuitShared, Word, state_from_proto};
 use crate::coordinator::Inner;
@@ -116,14 +115,13 @@ async fn backoff(b: &crate::backoff::Backoff, attempt: &mut u32) {
 /// deleted (its cell is reset; re-subscribing re-creates it on the
 /// coordinator, as this node still uses it).
 fn apply_event(inner: &Inner, ev: &pb::WatchEvent) -> bool {
-    let now = Instant::now();
     let mut deleted = false;
     for snap in &ev.circuits {
         let Some(shared) = inner.by_name(&snap.name) else {
             continue;
         };
         deleted |= snap.deleted;
-        apply_snapshot(&shared, snap, ev.initial, now);
+        apply_snapshot(&shared, snap, ev.initial);
     }
     deleted
 }
@@ -131,12 +129,7 @@ fn apply_event(inner: &Inner, ev: &pb::WatchEvent) -> bool {
 /// Fold one snapshot into a circuit's cell. Initial snapshots replace the
 /// cell (and any local breaker) whatever their generation, since a restarted
 /// coordinator is the authority; later pushes only move it forward.
-pub(crate) fn apply_snapshot(
-    s: &CircuitShared,
-    snap: &pb::CircuitSnapshot,
-    initial: bool,
-    _now: Instant,
-) {
+pub(crate) fn apply_snapshot(s: &CircuitShared, snap: &pb::CircuitSnapshot, initial: bool) {
     let mut slow = s.slow.lock();
     if snap.deleted {
         slow.local = None;
