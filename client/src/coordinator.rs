@@ -13,9 +13,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
-use crate::builder::{Builder, Config};
+use crate::builder::{Builder, Config, RpcChannel};
 use crate::circuit::{Circuit, CircuitShared, validate_name};
 use crate::error::Error;
 use crate::report::{Item, Queued};
@@ -71,7 +70,7 @@ pub(crate) struct Common {
     pub(crate) config: Config,
     pub(crate) node_name: String,
     pub(crate) node: NodeId,
-    pub(crate) client: BreakerClient<Channel>,
+    pub(crate) client: BreakerClient<RpcChannel>,
     link: AtomicU8,
     link_tx: watch::Sender<bool>,
     /// Wakes the watch task when an RPC found the coordinator unreachable.
@@ -229,7 +228,11 @@ impl Coordinator {
 
     /// Build from a finished configuration: connects lazily, spawns the
     /// watch and report tasks on the current tokio runtime.
-    pub(crate) fn start(config: Config, channel: Channel, runtime: tokio::runtime::Handle) -> Self {
+    pub(crate) fn start(
+        config: Config,
+        channel: RpcChannel,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let node = NodeId::from_name(&config.node_id);
         let common = Arc::new(Common {

@@ -59,7 +59,7 @@ pub mod retry;
 
 pub use breakerd_policy::{DegradedMode, Outcome, OverrideKind, RejectReason, State};
 pub use builder::{
-    Builder, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FLUSH_INTERVAL,
+    Builder, ClientTls, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_RPC_TIMEOUT,
 };
 pub use circuit::{Circuit, CircuitView, MAX_NAME_LEN, validate_name};

@@ -52,7 +52,14 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let mut stream = match tokio::time::timeout(open_deadline, client.watch(req)).await {
             Ok(Ok(resp)) => resp.into_inner(),
             Ok(Err(status)) => {
-                tracing::debug!(code = ?status.code(), msg = status.message(), "watch failed to open");
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) {
+                    tracing::warn!(code = ?status.code(), msg = status.message(), "coordinator refused the client's credentials");
+                } else {
+                    tracing::debug!(code = ?status.code(), msg = status.message(), "watch failed to open");
+                }
                 c.mark_down_quiet();
                 backoff(&c.config.backoff, &mut attempt).await;
                 continue;

@@ -16,7 +16,9 @@ use crate::{
     core::Registry,
     store::Store,
     grpc::{
-        self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal, health::DrainingHealth,
+        self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal,
+        auth::{AuthLayer, security_warnings},
+        health::DrainingHealth,
         trace::TraceLayer,
     },
     http::{self as side_port, HttpState, RpcMetrics, RpcMetricsLayer},
@@ -123,6 +125,13 @@ pub async fn serve_with_http(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    // TLS files were checked with the config; this fails only if they
+    // changed since, and before anything is loaded or spawned.
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
+
     let (stop_tx, stop) = ShutdownSignal::new();
     let registry = load_registry(&config).await?;
     let background = registry.spawn_background({
@@ -145,11 +154,21 @@ pub async fn serve_with_http(
         tokio::spawn(side_port::serve(l, state, config.shutdown_drain))
     });
 
+    for warning in security_warnings(&config) {
+        tracing::warn!("{warning}");
+    }
+
     // The store is loaded (`load_registry` above): ready to serve.
     set_health(&health, ServingStatus::Serving).await;
     tracing::info!(
         listen_addr = %listen_addr,
         http_addr = %http_addr,
+        tls = match &config.tls {
+            None => "off",
+            Some(t) if t.is_mutual() => "mutual",
+            Some(_) => "on",
+        },
+        auth = config.auth.mode(),
         max_circuits = config.max_circuits,
         version = env!("CARGO_PKG_VERSION"),
         "breakerd listening"
@@ -173,13 +192,16 @@ pub async fn serve_with_http(
     };
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
-    let server = Server::builder()
+    let server = builder
         .timeout(config.request_timeout)
         .max_concurrent_streams(config.http2_max_concurrent_streams)
         .http2_keepalive_interval(config.http2_keepalive_interval)
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
         .layer(TraceLayer)
         .layer(RpcMetricsLayer::new(rpc_metrics))
+        // Innermost: refusals are traced and counted like any answer, and
+        // answered before a handler could change anything.
+        .layer(AuthLayer::new(config.auth.clone()))
         .add_service(HealthServer::new(DrainingHealth::new(
             health.clone(),
             stop.clone(),

@@ -19,7 +19,13 @@ use breakerd_policy::{InvalidPolicy, PolicySpec};
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::core::{PolicyResolver, RegistryConfig, ResolverError};
+use crate::{
+    core::{PolicyResolver, RegistryConfig, ResolverError},
+    grpc::{
+        auth::{AuthConfig, AuthSection, EnvTokens},
+        tls::{TlsConfig, TlsSection},
+    },
+};
 
 /// Default listen address: loopback only, so an unconfigured coordinator is
 /// never reachable from the network by accident.
@@ -72,6 +78,11 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub http_admin_token: Option<String>,
+    /// `BREAKERD_DATA_TOKEN` and `BREAKERD_ADMIN_TOKEN`, read from the
+    /// environment only: secrets on a command line are visible to every
+    /// local user. They win over `[auth]`.
+    #[arg(skip = EnvTokens::from_env())]
+    pub env_tokens: EnvTokens,
 }
 
 /// How log lines are written to stdout.
@@ -99,6 +110,10 @@ pub struct FileConfig {
     pub http: crate::http::HttpSection,
     /// `[store]`: where durable state lives.
     pub store: StoreSection,
+    /// `[auth]`: bearer tokens of the gRPC API.
+    pub auth: AuthSection,
+    /// `[tls]`: TLS, and mutual TLS, of the gRPC port.
+    pub tls: TlsSection,
     /// `[defaults]`: policy fields applied to every circuit.
     pub defaults: PolicySpec,
     /// `[[circuits]]`: per-name-pattern policies; every match applies, in
@@ -263,6 +278,10 @@ pub struct Config {
     pub http: crate::http::HttpConfig,
     /// Directory of the embedded store; `None` runs in memory only.
     pub store: Option<PathBuf>,
+    /// Bearer tokens of the gRPC API (none: no authentication).
+    pub auth: AuthConfig,
+    /// TLS of the gRPC port (`None`: plaintext h2c).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -374,7 +393,13 @@ impl Config {
         let max_report_batch = within("limits.max_report_batch", l.max_report_batch, 1, 1_000_000)?;
         let max_watch_names = within("limits.max_watch_names", l.max_watch_names, 1, 1_000_000)?;
 
-        let http = file.http.check(cli)?;
+        let mut http = file.http.check(cli)?;
+        let auth = file.auth.check(&cli.env_tokens)?;
+        let tls = file.tls.check()?;
+        // One admin token for both ports unless [http] names its own.
+        if http.admin_token.is_none() {
+            http.admin_token = auth.admin_token.clone();
+        }
         let (store_key, store_path) = match &cli.store {
             Some(p) => ("--store", p.as_str()),
             None => ("store.path", file.store.path.as_str()),
@@ -434,6 +459,8 @@ impl Config {
             resolver,
             http,
             store,
+            auth,
+            tls,
         })
     }
 

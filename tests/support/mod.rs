@@ -13,7 +13,7 @@ use breakerd::{
 };
 use breakerd_proto::v1::{admin_client::AdminClient, breaker_client::BreakerClient};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 
@@ -57,6 +57,18 @@ impl TestServer {
 
     /// Starts a coordinator with `config` on `127.0.0.1:0`.
     pub async fn start_with(config: Config) -> Self {
+        Self::start_on(config, None).await
+    }
+
+    /// Starts a coordinator whose `config` serves TLS (`[tls]`), and
+    /// connects [`TestServer::channel`] to `https://127.0.0.1:PORT` with
+    /// `tls` (give it the test CA, and `domain_name` matching the server
+    /// certificate).
+    pub async fn start_tls(config: Config, tls: ClientTlsConfig) -> Self {
+        Self::start_on(config, Some(tls)).await
+    }
+
+    async fn start_on(config: Config, tls: Option<ClientTlsConfig>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -65,14 +77,16 @@ impl TestServer {
         let task = tokio::spawn(breakerd::app::serve(config, listener, async {
             let _ = stopped.await;
         }));
-        let channel = within(
-            "connecting",
-            Channel::from_shared(format!("http://{addr}"))
+        let endpoint = match tls {
+            None => Channel::from_shared(format!("http://{addr}")).expect("uri"),
+            Some(tls) => Channel::from_shared(format!("https://{addr}"))
                 .expect("uri")
-                .connect(),
-        )
-        .await
-        .expect("connect to the test server");
+                .tls_config(tls)
+                .expect("client TLS config"),
+        };
+        let channel = within("connecting", endpoint.connect())
+            .await
+            .expect("connect to the test server");
         Self {
             addr,
             channel,
