@@ -15,6 +15,14 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// The coordinator's defaults, with the store in memory (a bench leaves no
+/// files behind).
+fn in_memory_config() -> breakerd::config::Config {
+    use breakerd::config::{Cli, Config, FileConfig};
+    let file = FileConfig::parse("[store]\npath = \"none\"\n").expect("config");
+    Config::from_file(file, &Cli::default()).expect("config")
+}
+
 fn hot_path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -25,13 +33,9 @@ fn hot_path(c: &mut Criterion) {
     let (coordinator, circuit) = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(breakerd::app::serve(
-            breakerd::config::Config::default(),
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        tokio::spawn(breakerd::app::serve(in_memory_config(), listener, async {
+            let _ = stopped.await;
+        }));
         let coordinator = Coordinator::builder()
             .endpoint(format!("http://{addr}"))
             .node_id("bench-1")
