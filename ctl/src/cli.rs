@@ -2,7 +2,7 @@
 //! action. Everything that can be checked without the coordinator is
 //! checked here, so a typo never costs a round trip or a half-made change.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -22,12 +22,40 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
                   3 breakerd unreachable or too slow."
 )]
 pub struct Cli {
-    /// breakerd's gRPC address (`http://host:port`; `host:port` works too).
+    /// breakerd's gRPC address (`http://host:port`, `https://host:port` with
+    /// --tls-ca; `host:port` means http).
     #[arg(long, env = "BREAKERCTL_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
     pub endpoint: String,
-    /// Bearer token sent as `authorization: Bearer <token>`.
+    /// Bearer token sent as `authorization: Bearer <token>`. Prefer the
+    /// variable: a flag is visible to every local user in the process list.
     #[arg(long, env = "BREAKERD_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// PEM CA certificate(s) that signed breakerd's certificate; needed for
+    /// an https:// endpoint (no system roots are used).
+    #[arg(long, env = "BREAKERCTL_TLS_CA", value_name = "PATH", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a breakerd requiring mutual TLS (with
+    /// --tls-key).
+    #[arg(
+        long,
+        env = "BREAKERCTL_TLS_CERT",
+        value_name = "PATH",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "BREAKERCTL_TLS_KEY",
+        value_name = "PATH",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Name breakerd's certificate must carry [default: the endpoint's host].
+    #[arg(long, value_name = "NAME", global = true)]
+    pub tls_domain: Option<String>,
     /// Deadline of every call, and of connecting (e.g. 500ms, 5s).
     #[arg(long, default_value = "5s", value_parser = parse_nonzero_duration, global = true)]
     pub timeout: Duration,

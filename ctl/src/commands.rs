@@ -15,7 +15,7 @@ use serde::Serialize;
 use tonic::{
     Request, Response, Status,
     metadata::{Ascii, MetadataValue},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use crate::{
@@ -38,9 +38,10 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         _ => None,
     };
     let endpoint = normalize_endpoint(&cli.endpoint)?;
+    let tls = tls_config(&cli, &endpoint)?;
     let auth = bearer(cli.token.as_deref())?;
     let actor = cli.actor.clone().unwrap_or_else(default_actor);
-    let ctl = Ctl::connect(endpoint, cli.timeout, auth).await?;
+    let ctl = Ctl::connect(endpoint, cli.timeout, auth, tls).await?;
     let json = cli.json;
 
     match cli.command {
@@ -156,8 +157,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     }
 }
 
-/// `host:port` becomes `http://host:port`; `https` is refused up front
-/// because this build has no TLS (it would fail later, less clearly).
+/// `host:port` becomes `http://host:port`; schemes other than http and
+/// https are refused up front (they would fail later, less clearly).
 fn normalize_endpoint(raw: &str) -> Result<String, CtlError> {
     let raw = raw.trim().trim_end_matches('/');
     let endpoint = if raw.contains("://") {
@@ -165,9 +166,9 @@ fn normalize_endpoint(raw: &str) -> Result<String, CtlError> {
     } else {
         format!("http://{raw}")
     };
-    if !endpoint.starts_with("http://") {
+    if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
         return Err(CtlError::Usage(format!(
-            "--endpoint {endpoint:?}: only http:// endpoints are supported (this build has no TLS)"
+            "--endpoint {endpoint:?}: only http:// and https:// endpoints are supported"
         )));
     }
     Endpoint::from_shared(endpoint.clone()).map_err(|e| {
@@ -176,6 +177,40 @@ fn normalize_endpoint(raw: &str) -> Result<String, CtlError> {
         ))
     })?;
     Ok(endpoint)
+}
+
+/// The TLS settings for an https:// `endpoint` from --tls-ca, --tls-cert,
+/// --tls-key and --tls-domain; `None` for http://.
+fn tls_config(cli: &Cli, endpoint: &str) -> Result<Option<ClientTlsConfig>, CtlError> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| CtlError::Usage(format!("{flag} {}: cannot read: {e}", path.display())))
+    };
+    if !endpoint.starts_with("https://") {
+        if cli.tls_ca.is_some() || cli.tls_cert.is_some() || cli.tls_domain.is_some() {
+            return Err(CtlError::Usage(format!(
+                "--tls-* options need an https:// endpoint, not {endpoint:?}"
+            )));
+        }
+        return Ok(None);
+    }
+    let Some(ca) = &cli.tls_ca else {
+        return Err(CtlError::Usage(format!(
+            "--endpoint {endpoint:?}: give --tls-ca PATH, the CA that signed breakerd's certificate"
+        )));
+    };
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?));
+    if let Some(domain) = &cli.tls_domain {
+        tls = tls.domain_name(domain.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--tls-cert", cert)?,
+            read("--tls-key", key)?,
+        ));
+    }
+    Ok(Some(tls))
 }
 
 /// The `authorization` metadata value for a token, if one is set.
@@ -237,11 +272,17 @@ impl Ctl {
         endpoint: String,
         timeout: Duration,
         auth: Option<MetadataValue<Ascii>>,
+        tls: Option<ClientTlsConfig>,
     ) -> Result<Self, CtlError> {
-        let channel = Endpoint::from_shared(endpoint.clone())
+        let mut channel = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| CtlError::Usage(format!("--endpoint {endpoint:?}: {e}")))?
             .connect_timeout(timeout)
             .tcp_nodelay(true);
+        if let Some(tls) = tls {
+            channel = channel
+                .tls_config(tls)
+                .map_err(|e| CtlError::Usage(format!("TLS settings: {e}")))?;
+        }
         let channel = match tokio::time::timeout(timeout, channel.connect()).await {
             Err(_) => return Err(CtlError::Timeout { endpoint, timeout }),
             Ok(Err(e)) => return Err(CtlError::unreachable(&endpoint, &e)),
@@ -441,16 +482,51 @@ mod tests {
             normalize_endpoint("http://[::1]:7/").unwrap(),
             "http://[::1]:7"
         );
+        assert_eq!(normalize_endpoint("https://x:1/").unwrap(), "https://x:1");
         assert!(
-            normalize_endpoint("https://x:1")
+            normalize_endpoint("ftp://x:1")
                 .unwrap_err()
                 .to_string()
-                .contains("no TLS")
+                .contains("https://")
         );
         assert!(matches!(
             normalize_endpoint("http://bad host"),
             Err(CtlError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn tls_flags_and_scheme_must_agree() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let mut all = vec!["breakerctl"];
+            all.extend_from_slice(args);
+            all.extend_from_slice(&["get", "x"]);
+            Cli::try_parse_from(all).unwrap()
+        };
+        let cli = parse(&["--endpoint", "https://x:1"]);
+        let err = tls_config(&cli, "https://x:1").unwrap_err();
+        assert!(err.to_string().contains("--tls-ca"), "{err}");
+        let cli = parse(&["--tls-ca", "/nonexistent/ca.pem"]);
+        let err = tls_config(&cli, "http://x:1").unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        let err = tls_config(&cli, "https://x:1").unwrap_err();
+        assert!(err.to_string().contains("cannot read"), "{err}");
+        assert!(tls_config(&parse(&[]), "http://x:1").unwrap().is_none());
+        let dir = std::env::temp_dir().join(format!("breakerctl-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "any").unwrap();
+        let cli = parse(&[
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--tls-domain",
+            "localhost",
+        ]);
+        assert!(tls_config(&cli, "https://x:1").unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A certificate without its key (or the reverse) is a usage error.
+        assert!(Cli::try_parse_from(["breakerctl", "--tls-cert", "c.pem", "get", "x"]).is_err());
     }
 
     #[test]
