@@ -155,13 +155,21 @@ pub struct BreakerdFleet {
 impl BreakerdFleet {
     /// `nodes` coordinators ("node-00"...) connected to `url`.
     pub fn connect(url: &str, nodes: usize) -> Result<Self, String> {
+        Self::connect_with(url, nodes, None)
+    }
+
+    /// [`connect`](Self::connect) with a report flush interval other than
+    /// the client's default.
+    pub fn connect_with(url: &str, nodes: usize, flush: Option<Duration>) -> Result<Self, String> {
         let coordinators = (0..nodes)
             .map(|n| {
-                Coordinator::builder()
+                let mut b = Coordinator::builder()
                     .endpoint(url)
-                    .node_id(format!("node-{n:02}"))
-                    .build()
-                    .map_err(|e| e.to_string())
+                    .node_id(format!("node-{n:02}"));
+                if let Some(f) = flush {
+                    b = b.flush_interval(f);
+                }
+                b.build().map_err(|e| e.to_string())
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {

@@ -204,13 +204,15 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if want("w1s") {
         log("W1s: strict unary Acquire RPC vs one Redis GET");
-        match workloads::w1s(&scale, &main_server, &b).await {
+        match workloads::w1s(&scale, &main_server, &main_redis, &b).await {
             Ok(w) => {
                 res.put("w1s_a_us_p50", w.a_us.0);
                 res.put("w1s_a_us_p99", w.a_us.1);
                 res.put("w1s_redis_get_us_p50", w.get_us.0);
                 res.put("w1s_redis_get_us_p99", w.get_us.1);
                 res.put("w1s_rate_per_s", w.rate);
+                res.put("w1s_a_server_cpu_us_per_call", w.a_server_cpu_us);
+                res.put("w1s_redis_cpu_us_per_get", w.get_server_cpu_us);
                 log(format!(
                     "  p50 us acquire={:.1} get={:.1}",
                     w.a_us.0, w.get_us.0
@@ -305,7 +307,7 @@ async fn run(args: Args) -> Result<(), String> {
         ));
         let mut d = Map::new();
         let reps = scale.trip_repeats;
-        let runs: [(&str, Result<TripResult, String>); 3] = [
+        let mut runs: Vec<(&str, Result<TripResult, String>)> = vec![
             (
                 "a",
                 workloads::trip(kind, reps, TripTarget::Breakerd(&mut a)).await,
@@ -319,6 +321,21 @@ async fn run(args: Args) -> Result<(), String> {
                 workloads::trip(kind, reps, TripTarget::Local(&mut local_trip)).await,
             ),
         ];
+        if kind == TripKind::Trip {
+            // The same fleet with the client's report flush interval at
+            // 1 ms instead of 10: shows how much of (a)'s figure is
+            // successes from before t0 still waiting in other nodes'
+            // batches (they reset the consecutive-failure run).
+            let fast = async {
+                let mut f = BreakerdFleet::connect_with(
+                    &main_server.http_url(),
+                    NODES,
+                    Some(Duration::from_millis(1)),
+                )?;
+                workloads::trip(kind, reps, TripTarget::Breakerd(&mut f)).await
+            };
+            runs.push(("a_flush1ms", fast.await));
+        }
         for (s, r) in runs {
             match r {
                 Ok(t) => {
@@ -398,6 +415,12 @@ async fn run(args: Args) -> Result<(), String> {
                     res.put("w6_redis_bytes_per_circuit", last.redis_used);
                     res.put("w6_redis_rss_bytes_per_circuit", last.redis_rss);
                     res.put("w6_circuits", last.circuits as f64);
+                    // What one circuit's breaker alone takes inline, for the
+                    // gap analysis of W6 (the coordinator keeps one per circuit).
+                    res.put(
+                        "w6_policy_breaker_struct_bytes",
+                        std::mem::size_of::<breakerd_policy::Breaker>() as f64,
+                    );
                 }
                 res.details.insert(
                     "w6".into(),

@@ -20,7 +20,8 @@ pub struct Proc {
     /// Its process id (taskset execs the server, so the id is the server's).
     pub pid: u32,
     child: Option<Child>,
-    config_file: Option<PathBuf>,
+    /// Files and folders to remove when it is gone (config, store).
+    scratch: Vec<PathBuf>,
 }
 
 impl Proc {
@@ -59,8 +60,12 @@ impl Drop for Proc {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Some(f) = self.config_file.take() {
-            let _ = std::fs::remove_file(f);
+        for p in self.scratch.drain(..) {
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
         }
     }
 }
@@ -88,11 +93,20 @@ impl Launcher {
         }
     }
 
-    /// Start `breakerd` on `127.0.0.1:0` with `config` (TOML) and wait for
-    /// its `listen_addr` log line (at most 20 s).
+    /// Start `breakerd` on `127.0.0.1:0` with `config` (TOML, without
+    /// `[store]` and `[http]`) and wait for its `listen_addr` log line (at
+    /// most 20 s). Its store, on as deployed, lives in a scratch folder
+    /// removed with the process; the HTTP side port is off.
     pub fn breakerd(&self, name: &str, config: &str) -> Result<Proc, String> {
-        let path =
-            std::env::temp_dir().join(format!("breakerd-bench-{}-{name}.toml", std::process::id()));
+        let stem =
+            std::env::temp_dir().join(format!("breakerd-bench-{}-{name}", std::process::id()));
+        let path = stem.with_extension("toml");
+        let store = stem.with_extension("store");
+        let _ = std::fs::remove_dir_all(&store);
+        let config = format!(
+            "{config}\n[store]\npath = {:?}\n\n[http]\nlisten = \"off\"\n",
+            store.display().to_string()
+        );
         std::fs::write(&path, config).map_err(|e| format!("write {}: {e}", path.display()))?;
         let mut child = self
             .command(&self.breakerd)
@@ -133,7 +147,7 @@ impl Launcher {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             pid,
             child: Some(child),
-            config_file: Some(path),
+            scratch: vec![path, store],
         };
         match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(addr) => {
@@ -164,7 +178,7 @@ impl Launcher {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             pid: child.id(),
             child: Some(child),
-            config_file: None,
+            scratch: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

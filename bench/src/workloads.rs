@@ -103,11 +103,14 @@ pub fn trip_policy_spec() -> breakerd_policy::PolicySpec {
     }
 }
 
-/// The coordinator config shared by W1-W4 and W7: room for every circuit,
-/// no eviction during the run, and the W3/W4 policy on `trip-*`.
+/// The coordinator config of every run: room for every circuit, no
+/// eviction during the run, no per-client rate limits (one load generator
+/// plays 50 nodes, and W6 creates a million circuits from one peer), and
+/// the W3/W4 policy on `trip-*`. Everything else is the default.
 pub fn main_config(max_circuits: u64) -> String {
     format!(
-        "[limits]\nmax_circuits = {max_circuits}\nidle_evict_after_ms = 2592000000\n\n\
+        "[limits]\nmax_circuits = {max_circuits}\nidle_evict_after_ms = 2592000000\n\
+         client_requests_per_second = 0\nclient_new_circuits_per_minute = 0\n\n\
          [[circuits]]\npattern = \"trip-*\"\n\
          policy = {{ consecutive_failures = {THRESHOLD}, open_base_ms = {OPEN_MS}, open_jitter = 0.0, \
          half_open_max_probes = {PROBES}, successes_to_close = 1 }}\n"
@@ -240,10 +243,19 @@ pub struct W1s {
     pub a_us: (f64, f64),
     /// Redis GET p50 / p99, µs.
     pub get_us: (f64, f64),
+    /// Coordinator CPU per Acquire, µs.
+    pub a_server_cpu_us: f64,
+    /// Redis CPU per GET, µs.
+    pub get_server_cpu_us: f64,
 }
 
 /// W1s at a fixed offered rate, open loop, one connection each.
-pub async fn w1s(scale: &Scale, server: &Proc, b: &RedisFleet) -> Result<W1s, String> {
+pub async fn w1s(
+    scale: &Scale,
+    server: &Proc,
+    redis: &Proc,
+    b: &RedisFleet,
+) -> Result<W1s, String> {
     let rate = 2_000.0;
     let plan = Plan {
         rate,
@@ -276,7 +288,9 @@ pub async fn w1s(scale: &Scale, server: &Proc, b: &RedisFleet) -> Result<W1s, St
     }
     let mut a = Vec::new();
     let mut g = Vec::new();
+    let mut cpu = (Vec::new(), Vec::new());
     for _ in 0..scale.repeats {
+        let cpu0 = server.cpu_seconds();
         let r = driver::run(&plan, false, |_| {
             let mut client = client.clone();
             Box::pin(async move {
@@ -299,6 +313,9 @@ pub async fn w1s(scale: &Scale, server: &Proc, b: &RedisFleet) -> Result<W1s, St
             ));
         }
         a.push((r.hist.p(50.0) as f64 / 1e3, r.hist.p(99.0) as f64 / 1e3));
+        cpu.0
+            .push((server.cpu_seconds() - cpu0) * 1e6 / r.completed.max(1) as f64);
+        let cpu0 = redis.cpu_seconds();
         let r = driver::run(&plan, false, |_| {
             let mut conn = conn.clone();
             let key = key.as_str();
@@ -321,6 +338,8 @@ pub async fn w1s(scale: &Scale, server: &Proc, b: &RedisFleet) -> Result<W1s, St
             ));
         }
         g.push((r.hist.p(50.0) as f64 / 1e3, r.hist.p(99.0) as f64 / 1e3));
+        cpu.1
+            .push((redis.cpu_seconds() - cpu0) * 1e6 / r.completed.max(1) as f64);
     }
     let m = |v: &[(f64, f64)]| {
         (
@@ -332,6 +351,8 @@ pub async fn w1s(scale: &Scale, server: &Proc, b: &RedisFleet) -> Result<W1s, St
         rate,
         a_us: m(&a),
         get_us: m(&g),
+        a_server_cpu_us: median(&cpu.0),
+        get_server_cpu_us: median(&cpu.1),
     })
 }
 
@@ -630,7 +651,10 @@ pub async fn trip(
     };
     let mut out = TripResult::default();
     for rep in 0..repeats {
-        let names = vec![format!("trip-{tag}-{rep}")];
+        // A circuit never used before, whatever ran earlier.
+        static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let names = vec![format!("trip-{tag}-{run}-{rep}")];
         let epoch = Instant::now();
         let log = TripLog::new(NODES, epoch);
         match &mut target {
