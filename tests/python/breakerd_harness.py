@@ -74,13 +74,30 @@ def find_listen_addr(line: str) -> str | None:
     return None
 
 
+def bearer(token: str) -> list[tuple[str, str]]:
+    """gRPC metadata carrying `token` the way breakerd expects it."""
+    return [("authorization", f"Bearer {token}")]
+
+
 class Server:
     """A running `breakerd` process and everything it printed."""
 
-    def __init__(self, store: Path | None, extra_args: list[str] | None = None, log_path: Path | None = None):
+    def __init__(
+        self,
+        store: Path | None,
+        extra_args: list[str] | None = None,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        root_certificates: bytes | None = None,
+    ):
         """`store`: the store directory (`None`: in memory only). The HTTP side
         port is off: these tests speak gRPC, and a fixed default port would
-        collide between servers running at once."""
+        collide between servers running at once.
+
+        `env`: variables added to the clean environment (e.g.
+        BREAKERD_ADMIN_TOKEN: secrets go there, not on the command line).
+        `root_certificates`: PEM CA of a server started with `[tls]`; its
+        channels (readiness included) are then TLS."""
         self.args = [
             str(breakerd_bin()),
             "--listen",
@@ -92,6 +109,8 @@ class Server:
             *(extra_args or []),
         ]
         self.log_path = log_path
+        self.env = env or {}
+        self.root_certificates = root_certificates
         self.lines: list[str] = []
         self.addr: str | None = None
         # Set when the address line arrives or when the output closes.
@@ -116,7 +135,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=clean_env(),
+            env={**clean_env(), **self.env},
             cwd=ROOT,
         )
         threading.Thread(target=self._drain, name="breakerd-log", daemon=True).start()
@@ -159,7 +178,7 @@ class Server:
 
     def wait_serving(self, deadline: float) -> None:
         """Waits until grpc.health.v1 says SERVING for the whole server."""
-        with grpc.insecure_channel(self.addr) as channel:
+        with self.channel() as channel:
             ready = grpc.channel_ready_future(channel)
             while True:
                 left = deadline - time.monotonic()
@@ -184,6 +203,16 @@ class Server:
             finally:
                 stream.cancel()
             raise RuntimeError(self._explain("health stream ended before SERVING"))
+
+    def channel(self) -> grpc.Channel:
+        """A new channel to the server: TLS when it was started with
+        `root_certificates` (the certificate must name 127.0.0.1), else
+        plaintext."""
+        assert self.addr is not None
+        if self.root_certificates is None:
+            return grpc.insecure_channel(self.addr)
+        creds = grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
+        return grpc.secure_channel(self.addr, creds)
 
     def terminate(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> int:
         """SIGTERM, then the exit code once the process has drained and exited."""
