@@ -138,7 +138,12 @@ pub async fn serve_with_http(
         let mut stop = stop.clone();
         async move { stop.wait().await }
     });
-    let (breaker, admin) = grpc::services(registry.clone(), config.max_message_bytes, stop.clone());
+    let (breaker, admin) = grpc::services(
+        registry.clone(),
+        config.max_message_bytes,
+        grpc::ClientLimits::new(config.client_limits),
+        stop.clone(),
+    );
     let rpc_metrics = RpcMetrics::new();
     let http_addr = match &http_listener {
         Some(l) => l.local_addr().map_err(ServeError::LocalAddr)?.to_string(),
@@ -192,11 +197,19 @@ pub async fn serve_with_http(
     };
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
+    if let Some(age) = config.max_connection_age {
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(config.max_connection_age_grace);
+    }
     let server = builder
         .timeout(config.request_timeout)
         .max_concurrent_streams(config.http2_max_concurrent_streams)
         .http2_keepalive_interval(config.http2_keepalive_interval)
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+        .http2_max_header_list_size(config.http2_max_header_list_size)
+        .http2_max_pending_accept_reset_streams(Some(config.http2_max_pending_accept_reset_streams))
+        .http2_max_local_error_reset_streams(Some(config.http2_max_local_error_reset_streams))
         .layer(TraceLayer)
         .layer(RpcMetricsLayer::new(rpc_metrics))
         // Innermost: refusals are traced and counted like any answer, and

@@ -135,6 +135,21 @@ pub struct ServerSection {
     pub http2_keepalive_interval_ms: u64,
     /// A keepalive ping not answered within this closes the connection.
     pub http2_keepalive_timeout_ms: u64,
+    /// Largest header list (all request headers, decoded) accepted, in
+    /// bytes; a larger one is refused.
+    pub http2_max_header_list_size: u32,
+    /// Streams a client may open and reset before the server accepted them
+    /// (the "rapid reset" attack) before the connection is closed.
+    pub http2_max_pending_accept_reset_streams: u32,
+    /// Streams the server may have to reset for a client's protocol errors
+    /// ("MadeYouReset") before the connection is closed.
+    pub http2_max_local_error_reset_streams: u32,
+    /// Connections are asked to go away (GOAWAY) after this long, so that
+    /// clients spread over new replicas; 0 keeps them for ever.
+    pub max_connection_age_ms: u64,
+    /// After `max_connection_age_ms`, in-flight calls and streams get this
+    /// long before the connection is closed anyway.
+    pub max_connection_age_grace_ms: u64,
     /// Deadline of a unary call (streams are not cut by it).
     pub request_timeout_ms: u64,
     /// Set `TCP_NODELAY` on accepted connections.
@@ -152,6 +167,11 @@ impl Default for ServerSection {
             http2_max_concurrent_streams: 1024,
             http2_keepalive_interval_ms: 30_000,
             http2_keepalive_timeout_ms: 10_000,
+            http2_max_header_list_size: 16 * 1024,
+            http2_max_pending_accept_reset_streams: 20,
+            http2_max_local_error_reset_streams: 1024,
+            max_connection_age_ms: 0,
+            max_connection_age_grace_ms: 30_000,
             request_timeout_ms: 10_000,
             tcp_nodelay: true,
             shutdown_drain_ms: 5_000,
@@ -171,6 +191,14 @@ pub struct LimitsSection {
     pub max_report_batch: u64,
     /// Most circuit names in one Watch request.
     pub max_watch_names: u64,
+    /// Requests per second one client (node id, else peer IP) may make,
+    /// in bursts of twice this; 0: unlimited.
+    pub client_requests_per_second: u64,
+    /// Circuits one client may create per minute; 0: unlimited.
+    pub client_new_circuits_per_minute: u64,
+    /// Most clients tracked by node id (and, apart, by IP) for the two
+    /// limits above.
+    pub max_tracked_clients: u64,
 }
 
 impl Default for LimitsSection {
@@ -180,6 +208,9 @@ impl Default for LimitsSection {
             idle_evict_after_ms: 600_000,
             max_report_batch: 10_000,
             max_watch_names: 10_000,
+            client_requests_per_second: 10_000,
+            client_new_circuits_per_minute: 600,
+            max_tracked_clients: 10_000,
         }
     }
 }
@@ -253,6 +284,18 @@ pub struct Config {
     pub http2_keepalive_interval: Option<Duration>,
     /// HTTP/2 keepalive ping timeout.
     pub http2_keepalive_timeout: Duration,
+    /// Largest request header list, in bytes.
+    pub http2_max_header_list_size: u32,
+    /// Client-reset streams tolerated before they were accepted.
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// Server-reset streams tolerated for a client's errors.
+    pub http2_max_local_error_reset_streams: usize,
+    /// Connection age before GOAWAY (`None`: unbounded).
+    pub max_connection_age: Option<Duration>,
+    /// Grace after `max_connection_age` before a forced close.
+    pub max_connection_age_grace: Duration,
+    /// Per-client request-rate and new-circuit limits.
+    pub client_limits: crate::grpc::ClientLimitsConfig,
     /// Deadline of a unary call.
     pub request_timeout: Duration,
     /// `TCP_NODELAY` on accepted connections.
@@ -367,6 +410,39 @@ impl Config {
             100,
             600_000,
         )?;
+        let http2_max_header_list_size = within(
+            "server.http2_max_header_list_size",
+            u64::from(s.http2_max_header_list_size),
+            1024,
+            1024 * 1024,
+        )? as u32;
+        let http2_max_pending_accept_reset_streams = within(
+            "server.http2_max_pending_accept_reset_streams",
+            u64::from(s.http2_max_pending_accept_reset_streams),
+            1,
+            100_000,
+        )?;
+        let http2_max_local_error_reset_streams = within(
+            "server.http2_max_local_error_reset_streams",
+            u64::from(s.http2_max_local_error_reset_streams),
+            1,
+            100_000,
+        )?;
+        let max_connection_age = match s.max_connection_age_ms {
+            0 => None,
+            ms => Some(ms_within(
+                "server.max_connection_age_ms",
+                ms,
+                1_000,
+                30 * 24 * 3_600_000,
+            )?),
+        };
+        let max_connection_age_grace = ms_within(
+            "server.max_connection_age_grace_ms",
+            s.max_connection_age_grace_ms,
+            0,
+            24 * 3_600_000,
+        )?;
         let request_timeout = ms_within(
             "server.request_timeout_ms",
             s.request_timeout_ms,
@@ -392,6 +468,26 @@ impl Config {
         )?;
         let max_report_batch = within("limits.max_report_batch", l.max_report_batch, 1, 1_000_000)?;
         let max_watch_names = within("limits.max_watch_names", l.max_watch_names, 1, 1_000_000)?;
+        let client_limits = crate::grpc::ClientLimitsConfig {
+            requests_per_second: within(
+                "limits.client_requests_per_second",
+                l.client_requests_per_second,
+                0,
+                100_000_000,
+            )? as u32,
+            new_circuits_per_minute: within(
+                "limits.client_new_circuits_per_minute",
+                l.client_new_circuits_per_minute,
+                0,
+                100_000_000,
+            )? as u32,
+            max_tracked_clients: within(
+                "limits.max_tracked_clients",
+                l.max_tracked_clients,
+                1,
+                10_000_000,
+            )?,
+        };
 
         let mut http = file.http.check(cli)?;
         let auth = file.auth.check(&cli.env_tokens)?;
@@ -447,6 +543,12 @@ impl Config {
             http2_max_concurrent_streams,
             http2_keepalive_interval,
             http2_keepalive_timeout,
+            http2_max_header_list_size,
+            http2_max_pending_accept_reset_streams,
+            http2_max_local_error_reset_streams,
+            max_connection_age,
+            max_connection_age_grace,
+            client_limits,
             request_timeout,
             tcp_nodelay: s.tcp_nodelay,
             shutdown_drain,
@@ -544,6 +646,8 @@ mod tests {
         assert_eq!(c.resolver.resolve("payments"), Policy::default());
         assert_eq!(c.max_circuits, 100_000);
         assert_eq!(c.registry_config().max_circuits, 100_000);
+        assert_eq!(c.client_limits, crate::grpc::ClientLimitsConfig::default());
+        assert_eq!(c.max_connection_age, None);
     }
 
     #[test]
@@ -631,6 +735,30 @@ mod tests {
                 "server.http2_max_concurrent_streams",
             ),
             ("[limits]\nmax_circuits = 0\n", "limits.max_circuits"),
+            (
+                "[server]\nhttp2_max_header_list_size = 10\n",
+                "server.http2_max_header_list_size",
+            ),
+            (
+                "[server]\nhttp2_max_pending_accept_reset_streams = 0\n",
+                "server.http2_max_pending_accept_reset_streams",
+            ),
+            (
+                "[server]\nhttp2_max_local_error_reset_streams = 0\n",
+                "server.http2_max_local_error_reset_streams",
+            ),
+            (
+                "[server]\nmax_connection_age_ms = 10\n",
+                "server.max_connection_age_ms",
+            ),
+            (
+                "[limits]\nmax_tracked_clients = 0\n",
+                "limits.max_tracked_clients",
+            ),
+            (
+                "[limits]\nclient_requests_per_second = 100000001\n",
+                "limits.client_requests_per_second",
+            ),
             (
                 "[limits]\nmax_report_batch = 0\n",
                 "limits.max_report_batch",

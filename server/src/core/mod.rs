@@ -619,6 +619,14 @@ impl Registry {
         self.circuits.is_empty()
     }
 
+    /// Whether the circuit `name` exists now, i.e. whether using it would
+    /// create nothing. Only a hint under concurrency (it may be created,
+    /// deleted or evicted right after): per-client limits on new names use
+    /// it, where an off-by-one race does not matter.
+    pub fn exists(&self, name: &str) -> bool {
+        self.circuits.contains_key(name)
+    }
+
     /// Totals for metrics.
     pub fn stats(&self) -> RegistryStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);

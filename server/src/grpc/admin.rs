@@ -7,9 +7,12 @@ use std::{sync::Arc, time::Duration};
 use breakerd_proto::v1::{self as pb, admin_server::Admin};
 use tonic::{Request, Response, Status};
 
-use super::convert::{
-    detail_to_proto, invalid, override_kind_from_proto, policy_spec_from_proto, snapshot_to_proto,
-    state_filter_from_proto,
+use super::{
+    convert::{
+        detail_to_proto, invalid, override_kind_from_proto, policy_spec_from_proto,
+        snapshot_to_proto, state_filter_from_proto,
+    },
+    limits::{ClientId, ClientLimits},
 };
 use crate::core::{ListQuery, Registry};
 
@@ -17,12 +20,37 @@ use crate::core::{ListQuery, Registry};
 #[derive(Debug, Clone)]
 pub struct AdminService {
     registry: Arc<Registry>,
+    limits: Arc<ClientLimits>,
 }
 
 impl AdminService {
-    /// A service steering `registry`.
+    /// A service steering `registry`, with no per-client limits.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+        Self {
+            registry,
+            limits: ClientLimits::disabled(),
+        }
+    }
+
+    /// The same service under per-client `limits` (admin calls carry no
+    /// node id: they count against the caller's IP).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Arc<ClientLimits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Counts one request of the caller; `creates` names a circuit the
+    /// call would create if it does not exist.
+    fn admit<T>(&self, request: &Request<T>, creates: Option<&str>) -> Result<(), Status> {
+        let client = ClientId::of(request, "");
+        self.limits.check_request(&client)?;
+        match creates {
+            Some(name) => self
+                .limits
+                .check_new_circuits(&client, &self.registry, [name]),
+            None => Ok(()),
+        }
     }
 }
 
@@ -32,6 +60,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetCircuitRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
+        self.admit(&request, None)?;
         let detail = self.registry.get(&request.get_ref().name)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
@@ -40,6 +69,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListCircuitsRequest>,
     ) -> Result<Response<pb::ListCircuitsResponse>, Status> {
+        self.admit(&request, None)?;
         let req = request.into_inner();
         let query = ListQuery {
             prefix: req.prefix,
@@ -59,6 +89,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
+        self.admit(&request, Some(&request.get_ref().name))?;
         let req = request.into_inner();
         let Some(policy) = &req.policy else {
             return Err(invalid("policy", "is required: set the fields to change"));
@@ -75,6 +106,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetOverrideRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
+        self.admit(&request, Some(&request.get_ref().name))?;
         let req = request.into_inner();
         let kind = override_kind_from_proto(req.kind)?;
         let expires_in = (req.expires_in_ms != 0).then(|| Duration::from_millis(req.expires_in_ms));
@@ -89,6 +121,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ClearOverrideRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
+        self.admit(&request, None)?;
         let req = request.into_inner();
         let detail = self
             .registry
@@ -101,6 +134,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ResetCircuitRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
+        self.admit(&request, None)?;
         let req = request.into_inner();
         let detail = self.registry.reset(&req.name, &req.actor, &req.reason)?;
         self.registry.durable().await?;
@@ -111,6 +145,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeleteCircuitRequest>,
     ) -> Result<Response<pb::DeleteCircuitResponse>, Status> {
+        self.admit(&request, None)?;
         let req = request.into_inner();
         self.registry.delete(&req.name, &req.actor, &req.reason)?;
         self.registry.durable().await?;
@@ -121,11 +156,17 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        self.admit(&request, None)?;
         let req = request.into_inner();
         let limit = match req.limit {
             0 => 100,
             n @ 1..=1000 => n as usize,
-            n => return Err(invalid("limit", format!("must be within 0..=1000, not {n}"))),
+            n => {
+                return Err(invalid(
+                    "limit",
+                    format!("must be within 0..=1000, not {n}"),
+                ));
+            }
         };
         let circuit = (!req.circuit.is_empty()).then_some(req.circuit.as_str());
         let records = self.registry.audit_log(circuit, limit)?;

@@ -1,6 +1,6 @@
 //! `breakerd.v1.Breaker`: Acquire, Report, ReportStream and Watch.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
 use breakerd_policy::Decision;
 use breakerd_proto::v1::{self as pb, breaker_server::Breaker};
@@ -12,6 +12,7 @@ use super::{
     convert::{
         ms_ceil, outcome_from_proto, reject_reason_to_proto, snapshot_to_proto, state_to_proto,
     },
+    limits::{ClientId, ClientLimits},
 };
 use crate::core::{OutcomeIn, Registry, Subscription, WatchUpdate};
 
@@ -22,12 +23,25 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 pub struct BreakerService {
     registry: Arc<Registry>,
     shutdown: ShutdownSignal,
+    limits: Arc<ClientLimits>,
 }
 
 impl BreakerService {
-    /// A service answering from `registry`; its streams end on `shutdown`.
+    /// A service answering from `registry`, with no per-client limits; its
+    /// streams end on `shutdown`.
     pub fn new(registry: Arc<Registry>, shutdown: ShutdownSignal) -> Self {
-        Self { registry, shutdown }
+        Self {
+            registry,
+            shutdown,
+            limits: ClientLimits::disabled(),
+        }
+    }
+
+    /// The same service under per-client `limits`.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Arc<ClientLimits>) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -80,7 +94,11 @@ impl Breaker for BreakerService {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let client = ClientId::of(&request, &request.get_ref().node_id);
+        self.limits.check_request(&client)?;
         let req = request.into_inner();
+        self.limits
+            .check_new_circuits(&client, &self.registry, [req.circuit.as_str()])?;
         let out = self.registry.acquire(&req.circuit, &req.node_id)?;
         let res = match out.decision {
             Decision::Allow {
@@ -120,6 +138,8 @@ impl Breaker for BreakerService {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
+        let client = ClientId::of(&request, &request.get_ref().node_id);
+        self.limits.check_request(&client)?;
         report(&self.registry, request.get_ref()).map(Response::new)
     }
 
@@ -133,12 +153,19 @@ impl Breaker for BreakerService {
             inbound: Streaming<pb::ReportRequest>,
             registry: Arc<Registry>,
             shutdown: ShutdownSignal,
+            limits: Arc<ClientLimits>,
+            peer: Option<IpAddr>,
             done: bool,
         }
+        // Every batch is one request of the node it names (by peer IP when
+        // it names none).
+        let peer = request.remote_addr().map(|a| a.ip());
         let state = State {
             inbound: request.into_inner(),
             registry: self.registry.clone(),
             shutdown: self.shutdown.clone(),
+            limits: self.limits.clone(),
+            peer,
             done: false,
         };
         // One response per batch, in order; the first error ends the stream.
@@ -150,7 +177,11 @@ impl Breaker for BreakerService {
                 biased;
                 () = st.shutdown.wait() => Some(Err(shutting_down())),
                 msg = st.inbound.message() => match msg {
-                    Ok(Some(req)) => Some(report(&st.registry, &req)),
+                    Ok(Some(req)) => Some(
+                        st.limits
+                            .check_request(&ClientId::new(&req.node_id, st.peer))
+                            .and_then(|()| report(&st.registry, &req)),
+                    ),
                     Ok(None) => None,
                     Err(status) => Some(Err(status)),
                 },
@@ -168,8 +199,15 @@ impl Breaker for BreakerService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let client = ClientId::of(&request, &request.get_ref().node_id);
+        self.limits.check_request(&client)?;
         let req = request.into_inner();
         crate::core::validate_node_id(&req.node_id)?;
+        self.limits.check_new_circuits(
+            &client,
+            &self.registry,
+            req.circuits.iter().map(String::as_str),
+        )?;
         let sub = self.registry.watch(&req.circuits)?;
         tracing::debug!(node_id = %req.node_id, circuits = req.circuits.len(), "watch started");
         let state: (Subscription, ShutdownSignal, bool) = (sub, self.shutdown.clone(), false);

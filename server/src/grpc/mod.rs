@@ -10,6 +10,7 @@ pub mod auth;
 pub mod breaker;
 pub mod convert;
 pub mod health;
+pub mod limits;
 pub mod tls;
 pub mod trace;
 
@@ -21,6 +22,7 @@ use tonic::server::NamedService;
 
 pub use admin::AdminService;
 pub use breaker::BreakerService;
+pub use limits::{ClientLimits, ClientLimitsConfig};
 
 use crate::core::Registry;
 
@@ -48,16 +50,19 @@ impl ShutdownSignal {
     }
 }
 
-/// The two API services, with message size limits applied.
+/// The two API services, with message size and per-client limits applied.
 pub fn services(
     registry: Arc<Registry>,
     max_message_bytes: usize,
+    limits: Arc<ClientLimits>,
     shutdown: ShutdownSignal,
 ) -> (BreakerServer<BreakerService>, AdminServer<AdminService>) {
-    let breaker = BreakerServer::new(BreakerService::new(registry.clone(), shutdown))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
-    let admin = AdminServer::new(AdminService::new(registry))
+    let breaker = BreakerServer::new(
+        BreakerService::new(registry.clone(), shutdown).with_limits(limits.clone()),
+    )
+    .max_decoding_message_size(max_message_bytes)
+    .max_encoding_message_size(max_message_bytes);
+    let admin = AdminServer::new(AdminService::new(registry).with_limits(limits))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     (breaker, admin)
