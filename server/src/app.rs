@@ -14,7 +14,6 @@ use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::Healt
 use crate::{
     config::Config,
     core::Registry,
-    store::Store,
     grpc::{
         self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal,
         auth::{AuthLayer, security_warnings},
@@ -22,6 +21,7 @@ use crate::{
         trace::TraceLayer,
     },
     http::{self as side_port, HttpState, RpcMetrics, RpcMetricsLayer},
+    store::Store,
 };
 
 /// Health-checked service names: the whole server (`""`) and both APIs.
@@ -60,8 +60,13 @@ pub enum ServeError {
 /// one. Runs before anything is served, so no call sees a half-loaded state.
 async fn load_registry(config: &Config) -> Result<Arc<Registry>, ServeError> {
     let Some(dir) = config.store.clone() else {
-        tracing::warn!("no store configured: overrides and open circuits will not survive a restart");
-        return Ok(Registry::new(config.registry_config(), config.resolver.clone()));
+        tracing::warn!(
+            "no store configured: overrides and open circuits will not survive a restart"
+        );
+        return Ok(Registry::new(
+            config.registry_config(),
+            config.resolver.clone(),
+        ));
     };
     let started = std::time::Instant::now();
     let (store, loaded) = tokio::task::spawn_blocking(move || Store::open(&dir)).await??;
