@@ -484,7 +484,13 @@ impl Breaker {
     }
 
     fn shadow(&self) -> bool {
-        matches!(self.override_, Some(Override { kind: OverrideKind::Disabled, .. }))
+        matches!(
+            self.override_,
+            Some(Override {
+                kind: OverrideKind::Disabled,
+                ..
+            })
+        )
     }
 
     fn forced_open(&self) -> bool {
