@@ -1,6 +1,7 @@
 """Static checks of deploy/: the files parse, and every breakerd flag and
-BREAKERD_* variable they use is one the real binary knows (so a renamed
-option cannot leave the deployment files silently behind).
+BREAKERD_* variable they use is one the real binary knows (`--help`, or for
+environment-only secrets the server's source), so a renamed option cannot
+leave the deployment files silently behind.
 
 Docker cannot build here, so the Dockerfile is read, not built.
 """
@@ -154,7 +155,11 @@ def test_every_flag_and_variable_used_in_deploy_exists(help_text):
     unknown = sorted((where, f) for where, f in used_flags if f not in known_flags)
     assert not unknown, f"flags not in `breakerd --help`: {unknown}"
 
+    # Secrets are read from the environment only, so they are not flags and
+    # `--help` does not list them; the server's source names them.
     known_vars = set(re.findall(r"BREAKERD_[A-Z0-9_]+", help_text))
+    for src in (ROOT / "server" / "src").rglob("*.rs"):
+        known_vars.update(re.findall(r'"(BREAKERD_[A-Z0-9_]+)"', src.read_text()))
     used_vars = {(p.relative_to(ROOT).as_posix(), v) for p in DEPLOY_TEXT_FILES for v in re.findall(r"BREAKERD_[A-Z0-9_]+", p.read_text())}
     assert used_vars
     unknown = sorted((where, v) for where, v in used_vars if v not in known_vars)
