@@ -19,7 +19,13 @@
 //! default [`DEFAULT_CASES`]; e.g. `BREAKERD_FUZZ_CASES=2000000 cargo test
 //! -p breakerd --release --test fuzz` for a long run.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use breakerd::{
     core::{PolicyResolver, Registry, RegistryConfig},
@@ -158,7 +164,23 @@ const HANDLER_CODES: [Code; 3] = [
     Code::ResourceExhausted,
 ];
 
+/// Answers seen by [`expect_handler`], by gRPC code number: printed at the
+/// end so that a run shows it reached past input checks.
+static CODES_SEEN: [AtomicU64; 17] = [const { AtomicU64::new(0) }; 17];
+
+fn codes_seen() -> String {
+    CODES_SEEN
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.load(Ordering::Relaxed) > 0)
+        .map(|(c, n)| format!("{:?}={}", Code::from(c as i32), n.load(Ordering::Relaxed)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn expect_handler<T>(what: &str, r: &Result<T, Status>) -> Result<(), TestCaseError> {
+    let code = r.as_ref().err().map_or(Code::Ok, Status::code);
+    CODES_SEEN[(code as usize).min(16)].fetch_add(1, Ordering::Relaxed);
     if let Err(s) = r {
         prop_assert!(
             HANDLER_CODES.contains(&s.code()),
@@ -334,11 +356,17 @@ fn wild() -> impl Strategy<Value = String> {
     .prop_map(String::from_iter)
 }
 
+/// A small pool of valid names, so that circuits are met again.
+fn pool() -> impl Strategy<Value = String> {
+    proptest::sample::select(vec!["a", "b", "c", "d", "ab", "pay:v1", "x/y", "a.b-c_d"])
+        .prop_map(str::to_owned)
+}
+
 /// Circuit names: mostly a small valid pool (so circuits are met again),
 /// and every kind of invalid name.
 fn name() -> impl Strategy<Value = String> {
     prop_oneof![
-        6 => proptest::sample::select(vec!["a", "b", "c", "d", "ab", "pay:v1", "x/y", "a.b-c_d"]).prop_map(str::to_owned),
+        12 => pool(),
         2 => spread_of(1..201, ALPHABET),
         1 => Just(String::new()),
         1 => spread_of(201..300, ALPHABET),
@@ -357,7 +385,7 @@ fn node() -> impl Strategy<Value = String> {
 
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => proptest::sample::select(vec!["ops", "alice", "incident 42", "x"]).prop_map(str::to_owned),
+        30 => proptest::sample::select(vec!["ops", "alice", "incident 42", "x"]).prop_map(str::to_owned),
         1 => Just(String::new()),
         1 => Just("   ".to_owned()),
         1 => spread_of(1001..1100, b"abc "),
@@ -368,10 +396,10 @@ fn text() -> impl Strategy<Value = String> {
 
 /// An enum number: mostly known values, sometimes anything.
 fn enum_of(kind: u8, raw: u64) -> i32 {
-    if kind.is_multiple_of(8) {
-        raw as i32
-    } else {
-        (raw % 5) as i32
+    match kind % 8 {
+        0 => raw as i32,
+        1 => [0, 4][(raw % 2) as usize],
+        _ => 1 + (raw % 3) as i32,
     }
 }
 
@@ -383,8 +411,8 @@ fn enum_number() -> impl Strategy<Value = i32> {
 /// whole policy is two arrays (cheap to generate, unlike 17 nested unions).
 fn opt_u64(kind: u8, raw: u64) -> Option<u64> {
     match kind % 8 {
-        0 | 1 => None,
-        2 | 3 => Some(raw % 100),
+        0..=2 => None,
+        3 => Some(raw % 100),
         4 => Some(1_000 + raw % 100_000),
         5 => Some(u64::MAX),
         _ => Some(raw),
@@ -416,9 +444,23 @@ fn opt_f64(kind: u8, raw: u64) -> Option<f64> {
 }
 
 fn policy() -> impl Strategy<Value = pb::Policy> {
-    (any::<[u8; 17]>(), any::<[u64; 17]>()).prop_map(|(k, v)| pb::Policy {
+    (any::<bool>(), any::<[u8; 17]>(), any::<[u64; 17]>()).prop_map(|(sane, mut k, mut v)| {
+        if sane {
+            // Half the policies keep to small, mostly valid values, so that
+            // changes get applied and circuits trip, reopen and probe.
+            for (k, v) in k.iter_mut().zip(v.iter_mut()) {
+                *k = [0, 3][usize::from(*k % 2)];
+                *v %= 50;
+            }
+        }
+        policy_of(k, v)
+    })
+}
+
+fn policy_of(k: [u8; 17], v: [u64; 17]) -> pb::Policy {
+    pb::Policy {
         consecutive_failures: opt_u32(k[0], v[0]),
-        window_kind: (k[1] % 3 != 0).then(|| enum_of(k[1] / 3, v[1])),
+        window_kind: (!k[1].is_multiple_of(3)).then(|| enum_of(k[1] / 3, v[1])),
         window_size: opt_u64(k[2], v[2]),
         window_buckets: opt_u32(k[3], v[3]),
         minimum_calls: opt_u32(k[4], v[4]),
@@ -433,24 +475,30 @@ fn policy() -> impl Strategy<Value = pb::Policy> {
         half_open_max_probes: opt_u32(k[13], v[13]),
         probe_lease_ms: opt_u64(k[14], v[14]),
         successes_to_close: opt_u32(k[15], v[15]),
-        degraded_mode: (k[16] % 3 != 0).then(|| enum_of(k[16] / 3, v[16])),
-    })
+        degraded_mode: (!k[16].is_multiple_of(3)).then(|| enum_of(k[16] / 3, v[16])),
+    }
 }
 
 fn outcome() -> impl Strategy<Value = pb::OutcomeReport> {
-    (name(), any::<(u8, u64, u64, u8, u64, u64)>()).prop_map(
-        |(circuit, (k, generation, lease_id, ko, outcome, latency_us))| pb::OutcomeReport {
-            circuit,
-            generation: if k % 4 == 0 {
-                generation
-            } else {
-                generation % 8
-            },
-            lease_id: if k % 8 == 1 { lease_id } else { lease_id % 4 },
-            outcome: enum_of(ko, outcome),
-            latency_us,
-        },
+    // Mostly valid names: one bad name refuses the whole batch.
+    (
+        prop_oneof![20 => pool(), 1 => name()],
+        any::<(u8, u64, u64, u8, u64, u64)>(),
     )
+        .prop_map(
+            |(circuit, (k, generation, lease_id, ko, outcome, latency_us))| pb::OutcomeReport {
+                circuit,
+                generation: if k.is_multiple_of(4) {
+                    generation
+                } else {
+                    generation % 8
+                },
+                lease_id: if k % 8 == 1 { lease_id } else { lease_id % 4 },
+                // Rarely a bad one: it refuses the whole batch.
+                outcome: enum_of(if ko.is_multiple_of(16) { ko } else { 2 }, outcome),
+                latency_us,
+            },
+        )
 }
 
 fn request() -> impl Strategy<Value = Req> {
@@ -474,7 +522,7 @@ fn request() -> impl Strategy<Value = Req> {
         1 => name().prop_map(|name| Req::Get(pb::GetCircuitRequest { name })),
         1 => (prop_oneof![Just(String::new()), name()], enum_number(), prop_oneof![0..5u32, any::<u32>()], prop_oneof![Just(String::new()), name()])
             .prop_map(|(prefix, state, page_size, page_token)| Req::List(pb::ListCircuitsRequest { prefix, state, page_size, page_token })),
-        3 => (name(), proptest::option::of(policy()), text(), text())
+        3 => (name(), prop_oneof![1 => Just(None), 6 => policy().prop_map(Some)], text(), text())
             .prop_map(|(name, policy, actor, reason)| Req::SetPolicy(pb::SetPolicyRequest { name, policy, actor, reason })),
         2 => (name(), enum_number(), text(), text(), prop_oneof![Just(0u64), 1..100_000u64, any::<u64>()])
             .prop_map(|(name, kind, actor, reason, expires_in_ms)| Req::SetOverride(pb::SetOverrideRequest { name, kind, actor, reason, expires_in_ms })),
@@ -574,9 +622,10 @@ fn structured_requests() {
         })
         .unwrap();
     eprintln!(
-        "structured_requests: {} cases in {:?}",
+        "structured_requests: {} cases in {:?}; handler answers so far: {}",
         cases(0.6),
-        started.elapsed()
+        started.elapsed(),
+        codes_seen()
     );
 }
 
