@@ -188,7 +188,7 @@ struct Table<K: std::hash::Hash + Eq> {
     len: AtomicUsize,
 }
 
-impl<K: std::hash::Hash + Eq + Clone> Table<K> {
+impl<K: std::hash::Hash + Eq> Table<K> {
     fn new() -> Self {
         Self {
             map: DashMap::new(),
@@ -196,9 +196,14 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
         }
     }
 
-    /// Runs `f` on the buckets of `key`, inserting them if there is room.
-    /// `None` when the key is new and the table is full.
-    fn with<T>(&self, key: &K, max: usize, f: impl FnOnce(&Buckets) -> T) -> Option<T> {
+    /// Runs `f` on the buckets of `key`, inserting them if there is room
+    /// (the hot path, a known client, allocates nothing). `None` when the
+    /// key is new and the table is full.
+    fn with<Q, T>(&self, key: &Q, max: usize, f: impl FnOnce(&Buckets) -> T) -> Option<T>
+    where
+        K: std::borrow::Borrow<Q> + From<Q::Owned>,
+        Q: std::hash::Hash + Eq + ToOwned + ?Sized,
+    {
         if let Some(b) = self.map.get(key) {
             return Some(f(&b));
         }
@@ -207,7 +212,7 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
-        let entry = self.map.entry(key.clone());
+        let entry = self.map.entry(K::from(key.to_owned()));
         if matches!(entry, Entry::Occupied(_)) {
             // Someone else inserted it meanwhile.
             self.len.fetch_sub(1, Ordering::AcqRel);
@@ -337,10 +342,10 @@ impl ClientLimits {
         let max = self.config.max_tracked_clients;
         let by_node = match client {
             ClientId::Node { node, .. } => {
-                let key: Box<str> = Box::from(node.as_str());
-                self.nodes.with(&key, max, take).or_else(|| {
+                let key = node.as_str();
+                self.nodes.with(key, max, take).or_else(|| {
                     self.sweep_if_due(now, true)
-                        .then(|| self.nodes.with(&key, max, take))
+                        .then(|| self.nodes.with(key, max, take))
                         .flatten()
                 })
             }
