@@ -115,7 +115,29 @@ fn machine(launcher: &Launcher) -> Value {
         "kernel": kernel.trim(),
         "redis": redis.trim(),
         "server_cpu": launcher.server_cpu,
+        "sched": sched(),
         "pinned": launcher.server_cpu.is_some(),
+    })
+}
+
+/// This process's nice value and scheduling policy (bench/run's BENCH_NICE
+/// and BENCH_RT), from `/proc/self/stat`.
+fn sched() -> Value {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let policy = match f.get(38).copied() {
+        Some("0") => "SCHED_OTHER",
+        Some("1") => "SCHED_FIFO",
+        Some("2") => "SCHED_RR",
+        Some("3") => "SCHED_BATCH",
+        Some("5") => "SCHED_IDLE",
+        _ => "unknown",
+    };
+    json!({
+        "policy": policy,
+        "nice": f.get(16).and_then(|v| v.parse::<i64>().ok()),
+        "rt_priority": f.get(37).and_then(|v| v.parse::<i64>().ok()),
     })
 }
 
@@ -176,7 +198,9 @@ async fn run(args: Args) -> Result<(), String> {
     ));
     let names = workloads::w2_names();
     let mut a = BreakerdFleet::connect(&main_server.http_url(), NODES)?;
-    a.use_circuits(&names, Duration::from_secs(60)).await?;
+    if ["w1", "w2", "w7"].iter().any(|w| want(w)) {
+        a.use_circuits(&names, Duration::from_secs(60)).await?;
+    }
     let mut b = RedisFleet::connect(&main_redis.redis_url(), NODES).await?;
     b.use_circuits(&names).await?;
     let mut c = LocalFleet::new(NODES, Policy::default());
@@ -455,12 +479,15 @@ async fn run(args: Args) -> Result<(), String> {
     top.insert("targets".into(), Value::Object(verdicts));
     top.insert("details".into(), Value::Object(res.details.clone()));
     top.insert("errors".into(), json!(res.errors));
+    let sched = sched();
     let notes = vec![
         format!(
-            "{} run, {}, {} s; {NODES} simulated nodes in one load generator{}.",
+            "{} run, {}, {} s, {} (nice {}); {NODES} simulated nodes in one load generator{}.",
             if scale.quick { "`--quick`" } else { "Full" },
             output::rfc3339(now),
             started.elapsed().as_secs(),
+            sched["policy"].as_str().unwrap_or("?"),
+            sched["nice"],
             if launcher.server_cpu.is_some() {
                 " on CPU 1, breakerd / redis-server pinned to CPU 0"
             } else {
