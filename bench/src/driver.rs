@@ -227,7 +227,7 @@ mod tests {
         Plan {
             rate,
             duration: Duration::from_millis(ms),
-            grace: Duration::from_millis(500),
+            grace: Duration::from_secs(5),
             max_in_flight: 1000,
         }
     }
@@ -270,8 +270,51 @@ mod tests {
         .await;
         assert_eq!(r.completed, 50);
         assert!(r.hist.p(50.0) >= 5_000_000, "{:?}", r.hist);
-        assert!(r.sustained(Duration::from_millis(100)));
         assert!(!r.sustained(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn sustained_needs_the_rate_the_bound_and_no_overload() {
+        let mut hist = Hist::new();
+        for _ in 0..100 {
+            hist.record(200_000);
+        }
+        let good = RunResult {
+            offered: 1000.0,
+            achieved: 990.0,
+            started: 100,
+            completed: 100,
+            hist,
+            allowed: 100,
+            rejected: 0,
+            errors: 0,
+            overloaded: false,
+            elapsed: Duration::from_millis(100),
+            samples: Vec::new(),
+        };
+        assert!(good.sustained(Duration::from_millis(1)));
+        assert!(!good.sustained(Duration::from_micros(100)));
+        assert!(
+            !RunResult {
+                achieved: 900.0,
+                ..good.clone()
+            }
+            .sustained(Duration::from_millis(1))
+        );
+        assert!(
+            !RunResult {
+                completed: 99,
+                ..good.clone()
+            }
+            .sustained(Duration::from_millis(1))
+        );
+        assert!(
+            !RunResult {
+                overloaded: true,
+                ..good
+            }
+            .sustained(Duration::from_millis(1))
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
