@@ -110,7 +110,8 @@ fn machine(launcher: &Launcher) -> Value {
         .unwrap_or_default();
     json!({
         "cpu": model,
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        // Of the machine, not of this pinned process.
+        "cores": cpuinfo.lines().filter(|l| l.starts_with("processor")).count(),
         "memory_gib": (mem_kb / 1024.0 / 1024.0 * 10.0).round() / 10.0,
         "kernel": kernel.trim(),
         "redis": redis.trim(),
@@ -197,7 +198,14 @@ async fn run(args: Args) -> Result<(), String> {
         main_server.pid, main_server.addr, main_redis.pid, main_redis.addr
     ));
     let names = workloads::w2_names();
-    let mut a = BreakerdFleet::connect(&main_server.http_url(), NODES)?;
+    let mut a = BreakerdFleet::connect_with(
+        &main_server.http_url(),
+        NODES,
+        std::env::var("BENCH_FLUSH_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis),
+    )?;
     if ["w1", "w2", "w7"].iter().any(|w| want(w)) {
         a.use_circuits(&names, Duration::from_secs(60)).await?;
     }
