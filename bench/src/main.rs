@@ -198,14 +198,7 @@ async fn run(args: Args) -> Result<(), String> {
         main_server.pid, main_server.addr, main_redis.pid, main_redis.addr
     ));
     let names = workloads::w2_names();
-    let mut a = BreakerdFleet::connect_with(
-        &main_server.http_url(),
-        NODES,
-        std::env::var("BENCH_FLUSH_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis),
-    )?;
+    let mut a = BreakerdFleet::connect(&main_server.http_url(), NODES)?;
     if ["w1", "w2", "w7"].iter().any(|w| want(w)) {
         a.use_circuits(&names, Duration::from_secs(60)).await?;
     }
