@@ -121,8 +121,8 @@ fn machine(launcher: &Launcher) -> Value {
     })
 }
 
-/// This process's nice value and scheduling policy (bench/run's BENCH_NICE
-/// and BENCH_RT), from `/proc/self/stat`.
+/// This process's nice value and scheduling policy (bench/run's
+/// BENCH_NICE), from `/proc/self/stat`.
 fn sched() -> Value {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
