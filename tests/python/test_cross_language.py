@@ -268,14 +268,15 @@ def test_open_circuits_overrides_and_audit_survive_kill_9(tmp_path):
     with Server(store=store, log_path=tmp_path / "first.log") as first:
         with grpc.insecure_channel(first.addr) as ch:
             stub, admin = rpc.BreakerStub(ch), rpc.AdminStub(ch)
-            before = trip(stub, opened)
-            admin.SetOverride(
+            forced_gen = admin.SetOverride(
                 pb.SetOverrideRequest(
                     name=forced, kind=pb.OVERRIDE_KIND_FORCED_OPEN, actor="py-test", reason="maintenance window"
                 ),
                 timeout=RPC_TIMEOUT_S,
-            )
-            forced_gen = admin.GetCircuit(pb.GetCircuitRequest(name=forced), timeout=RPC_TIMEOUT_S).snapshot.generation
+            ).snapshot.generation
+            # The trip comes last, so nothing after it can flush it to disk by
+            # chance before the crash.
+            before = trip(stub, opened)
         # No goodbye: the process dies as in a crash.
         first.kill()
         assert first.proc.returncode == -9
