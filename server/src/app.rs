@@ -252,6 +252,11 @@ pub async fn serve_with_http(
             http_task.abort();
         }
     }
+    // Whatever was queued for the store (transitions since the last admin
+    // call) reaches the disk before the process exits.
+    if let Err(e) = registry.durable().await {
+        tracing::error!(error = %e, "store flush on shutdown failed");
+    }
     tracing::info!("breakerd stopped");
     result
 }

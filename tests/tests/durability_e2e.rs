@@ -191,3 +191,26 @@ async fn a_damaged_store_keeps_its_valid_records() {
     assert_eq!(std::fs::read(backups[0].path()).unwrap(), bytes);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_acknowledged_trip_survives_an_immediate_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(store_config(dir.path())).await;
+    // The Report that trips the circuit is the last thing acknowledged.
+    trip(&server, "tripped").await;
+    server.crash().await;
+
+    let server = TestServer::start_with(store_config(dir.path())).await;
+    let snap = server
+        .admin()
+        .get_circuit(pb::GetCircuitRequest {
+            name: "tripped".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(snap.state(), pb::CircuitState::Open);
+    server.stop().await.unwrap();
+}

@@ -122,6 +122,9 @@ pub struct ReportSummary {
     pub stale: u32,
     /// Outcomes for circuits that do not exist.
     pub unknown: u32,
+    /// Applied outcomes that moved their circuit to a new generation (a
+    /// trip, a close, a reopen): the batch changed durable state.
+    pub transitions: u32,
 }
 
 /// An operator override as watchers see it: the expiry as time remaining.
@@ -900,14 +903,17 @@ impl Registry {
                 node,
             };
             match self.with_circuit(&o.circuit, false, now, |_, inner| {
-                Ok(inner.breaker.record(&report, now))
+                let before = inner.breaker.generation();
+                let recorded = inner.breaker.record(&report, now);
+                Ok((recorded, inner.breaker.generation() != before))
             }) {
-                Ok(Recorded::Applied) => {
+                Ok((Recorded::Applied, moved)) => {
                     summary.applied += 1;
+                    summary.transitions += u32::from(moved);
                     self.stats.outcomes_by[outcome_index(o.outcome)]
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(Recorded::Stale) => summary.stale += 1,
+                Ok((Recorded::Stale, _)) => summary.stale += 1,
                 Err(_) => summary.unknown += 1,
             }
         }

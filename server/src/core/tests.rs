@@ -45,7 +45,8 @@ fn trip(r: &Registry, circuit: &str, failures: u32) {
     let batch: Vec<_> = (0..failures)
         .map(|_| failure(circuit, generation))
         .collect();
-    r.report("tripper", &batch).unwrap();
+    let summary = r.report("tripper", &batch).unwrap();
+    assert_eq!(summary.transitions, 1, "the batch trips the circuit once");
     assert_eq!(r.get(circuit).unwrap().snapshot.state, State::Open);
 }
 
@@ -303,7 +304,8 @@ async fn unknown_circuits_are_counted_and_never_created() {
         ReportSummary {
             applied: 1,
             stale: 1,
-            unknown: 1
+            unknown: 1,
+            transitions: 0,
         }
     );
     assert_eq!(r.len(), 1);

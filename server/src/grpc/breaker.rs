@@ -60,16 +60,25 @@ fn outcomes_from_proto(req: &pb::ReportRequest) -> Result<Vec<OutcomeIn>, Status
                 circuit: o.circuit.clone(),
                 generation: o.generation,
                 lease: (o.lease_id != 0).then_some(o.lease_id),
-                outcome: outcome_from_proto(o.outcome, &format!("outcomes[{i}].outcome"))?,
+                outcome: outcome_from_proto(o.outcome, || format!("outcomes[{i}].outcome"))?,
                 latency: Duration::from_micros(o.latency_us),
             })
         })
         .collect()
 }
 
-fn report(registry: &Registry, req: &pb::ReportRequest) -> Result<pb::ReportResponse, Status> {
+/// Applies a batch. A batch that moved a circuit (e.g. tripped it open) is
+/// answered only once that state is durable, so an acknowledged trip
+/// survives a crash.
+async fn report(
+    registry: &Registry,
+    req: &pb::ReportRequest,
+) -> Result<pb::ReportResponse, Status> {
     let outcomes = outcomes_from_proto(req)?;
     let s = registry.report(&req.node_id, &outcomes)?;
+    if s.transitions > 0 {
+        registry.durable().await?;
+    }
     Ok(pb::ReportResponse {
         applied: s.applied,
         stale: s.stale,
@@ -140,7 +149,9 @@ impl Breaker for BreakerService {
     ) -> Result<Response<pb::ReportResponse>, Status> {
         let client = ClientId::of(&request, &request.get_ref().node_id);
         self.limits.check_request(&client)?;
-        report(&self.registry, request.get_ref()).map(Response::new)
+        report(&self.registry, request.get_ref())
+            .await
+            .map(Response::new)
     }
 
     type ReportStreamStream = BoxStream<pb::ReportResponse>;
@@ -178,9 +189,10 @@ impl Breaker for BreakerService {
                 () = st.shutdown.wait() => Some(Err(shutting_down())),
                 msg = st.inbound.message() => match msg {
                     Ok(Some(req)) => Some(
-                        st.limits
-                            .check_request(&ClientId::new(&req.node_id, st.peer))
-                            .and_then(|()| report(&st.registry, &req)),
+                        match st.limits.check_request(&ClientId::new(&req.node_id, st.peer)) {
+                            Ok(()) => report(&st.registry, &req).await,
+                            Err(refused) => Err(refused),
+                        },
                     ),
                     Ok(None) => None,
                     Err(status) => Some(Err(status)),

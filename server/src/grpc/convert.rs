@@ -128,15 +128,20 @@ pub fn policy_to_proto(p: &Policy) -> pb::Policy {
 }
 
 /// A report's outcome; `UNSPECIFIED` and unknown numbers are refused.
-pub fn outcome_from_proto(n: i32, field: &str) -> Result<policy::Outcome, Status> {
+/// `field` names the offending field in the error; it is only called on
+/// error, so the hot report path formats nothing.
+pub fn outcome_from_proto(
+    n: i32,
+    field: impl FnOnce() -> String,
+) -> Result<policy::Outcome, Status> {
     match pb::Outcome::try_from(n) {
         Ok(pb::Outcome::Success) => Ok(policy::Outcome::Success),
         Ok(pb::Outcome::Failure) => Ok(policy::Outcome::Failure),
         Ok(pb::Outcome::Ignored) => Ok(policy::Outcome::Ignored),
         Ok(pb::Outcome::Unspecified) => {
-            Err(invalid(field, "OUTCOME_UNSPECIFIED is not an outcome"))
+            Err(invalid(&field(), "OUTCOME_UNSPECIFIED is not an outcome"))
         }
-        Err(_) => Err(invalid(field, format!("unknown Outcome {n}"))),
+        Err(_) => Err(invalid(&field(), format!("unknown Outcome {n}"))),
     }
 }
 
@@ -368,17 +373,17 @@ mod tests {
             Code::InvalidArgument
         );
 
-        let s = outcome_from_proto(0, "outcomes[2].outcome").unwrap_err();
+        let s = outcome_from_proto(0, || "outcomes[2].outcome".into()).unwrap_err();
         assert_eq!(
             s.message(),
             "outcomes[2].outcome: OUTCOME_UNSPECIFIED is not an outcome"
         );
         assert_eq!(
-            outcome_from_proto(4, "o").unwrap_err().code(),
+            outcome_from_proto(4, || "o".into()).unwrap_err().code(),
             Code::InvalidArgument
         );
         assert_eq!(
-            outcome_from_proto(2, "o").unwrap(),
+            outcome_from_proto(2, || "o".into()).unwrap(),
             policy::Outcome::Failure
         );
 
