@@ -81,6 +81,27 @@ def breakerd_invocations() -> dict[str, list[str]]:
     return found
 
 
+def web_node_flags() -> set[str]:
+    """The long flags of examples/web-node: its clap fields, kebab-cased."""
+    text = (ROOT / "examples" / "web-node" / "src" / "main.rs").read_text()
+    fields = re.findall(r"#\[arg\(\s*long[^\]]*\]\s*(\w+):", text)
+    assert fields, "no clap fields found in examples/web-node/src/main.rs"
+    return {"--" + f.replace("_", "-") for f in fields}
+
+
+def test_compose_runs_three_web_nodes_with_existing_flags():
+    services = compose()["services"]
+    nodes = {name: svc for name, svc in services.items() if svc.get("entrypoint") == ["/usr/local/bin/web-node"]}
+    assert len(nodes) == 3, sorted(services)
+    known = web_node_flags()
+    for name, svc in nodes.items():
+        assert svc["environment"]["NODE_ID"] == name
+        assert "breakerd" in svc["depends_on"]
+        unknown = [f for f in flags_of(svc["command"]) if f not in known]
+        assert not unknown, f"{name}: flags not in web-node's Args: {unknown}"
+        assert "http://breakerd:50051" in svc["command"]
+
+
 def test_yaml_files_parse_and_k8s_objects_are_complete():
     assert compose()["services"]["breakerd"]
     kinds = {}
