@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakerd_policy::{DegradedMode, OverrideKind, Policy, PolicySpec, WindowKind};
+use breakerd_policy::{OverrideKind, Policy, PolicySpec};
 use breakerd_proto::v1 as pb;
 
 use crate::circuit::{CircuitShared, Word, state_from_proto};
@@ -191,40 +191,11 @@ fn override_from_proto(k: i32) -> Option<OverrideKind> {
     }
 }
 
-/// The policy fields the coordinator sent, as a spec over the defaults.
+/// The policy fields the coordinator sent, as a spec over the defaults. An
+/// enum number this client does not know (from a newer coordinator) leaves
+/// that field at its default rather than dropping the policy.
 fn spec_from_proto(p: &pb::Policy) -> PolicySpec {
-    PolicySpec {
-        consecutive_failures: p.consecutive_failures,
-        window_kind: p
-            .window_kind
-            .and_then(|k| match pb::WindowKind::try_from(k) {
-                Ok(pb::WindowKind::Count) => Some(WindowKind::Count),
-                Ok(pb::WindowKind::Time) => Some(WindowKind::Time),
-                _ => None,
-            }),
-        window_size: p.window_size,
-        window_buckets: p.window_buckets,
-        minimum_calls: p.minimum_calls,
-        failure_rate_threshold: p.failure_rate_threshold,
-        slow_call_rate_threshold: p.slow_call_rate_threshold,
-        slow_call_duration_ms: p.slow_call_duration_ms,
-        quorum_nodes: p.quorum_nodes,
-        open_base_ms: p.open_base_ms,
-        open_backoff_multiplier: p.open_backoff_multiplier,
-        open_max_ms: p.open_max_ms,
-        open_jitter: p.open_jitter,
-        half_open_max_probes: p.half_open_max_probes,
-        probe_lease_ms: p.probe_lease_ms,
-        successes_to_close: p.successes_to_close,
-        degraded_mode: p
-            .degraded_mode
-            .and_then(|m| match pb::DegradedMode::try_from(m) {
-                Ok(pb::DegradedMode::Local) => Some(DegradedMode::Local),
-                Ok(pb::DegradedMode::FailOpen) => Some(DegradedMode::FailOpen),
-                Ok(pb::DegradedMode::FailClosed) => Some(DegradedMode::FailClosed),
-                _ => None,
-            }),
-    }
+    breakerd_proto::policy::spec_from_proto(p).0
 }
 
 #[cfg(test)]
@@ -243,7 +214,10 @@ mod tests {
         let policy = Policy::default()
             .apply(&spec_from_proto(&p))
             .expect("valid");
-        assert_eq!(policy.degraded_mode(), DegradedMode::FailClosed);
+        assert_eq!(
+            policy.degraded_mode(),
+            breakerd_policy::DegradedMode::FailClosed
+        );
         let spec = policy.to_spec();
         assert_eq!(spec.consecutive_failures, Some(3));
         assert_eq!(spec.open_base_ms, Some(200));

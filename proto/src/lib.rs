@@ -12,6 +12,9 @@ pub mod v1 {
     tonic::include_proto!("breakerd.v1");
 }
 
+#[cfg(feature = "policy")]
+pub mod policy;
+
 /// The encoded `FileDescriptorSet` of the API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/breakerd_descriptor.bin"));

@@ -40,54 +40,13 @@ pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
 /// A proto `Policy` (only set fields change anything) as a [`PolicySpec`].
 /// `UNSPECIFIED` enum values mean "unchanged"; unknown numbers are refused.
 pub fn policy_spec_from_proto(p: &pb::Policy) -> Result<PolicySpec, Status> {
-    let window_kind = match p.window_kind {
-        None => None,
-        Some(n) => match pb::WindowKind::try_from(n) {
-            Ok(pb::WindowKind::Unspecified) => None,
-            Ok(pb::WindowKind::Count) => Some(policy::WindowKind::Count),
-            Ok(pb::WindowKind::Time) => Some(policy::WindowKind::Time),
-            Err(_) => {
-                return Err(invalid(
-                    "policy.window_kind",
-                    format!("unknown WindowKind {n}"),
-                ));
-            }
-        },
-    };
-    let degraded_mode = match p.degraded_mode {
-        None => None,
-        Some(n) => match pb::DegradedMode::try_from(n) {
-            Ok(pb::DegradedMode::Unspecified) => None,
-            Ok(pb::DegradedMode::Local) => Some(policy::DegradedMode::Local),
-            Ok(pb::DegradedMode::FailOpen) => Some(policy::DegradedMode::FailOpen),
-            Ok(pb::DegradedMode::FailClosed) => Some(policy::DegradedMode::FailClosed),
-            Err(_) => {
-                return Err(invalid(
-                    "policy.degraded_mode",
-                    format!("unknown DegradedMode {n}"),
-                ));
-            }
-        },
-    };
-    Ok(PolicySpec {
-        consecutive_failures: p.consecutive_failures,
-        window_kind,
-        window_size: p.window_size,
-        window_buckets: p.window_buckets,
-        minimum_calls: p.minimum_calls,
-        failure_rate_threshold: p.failure_rate_threshold,
-        slow_call_rate_threshold: p.slow_call_rate_threshold,
-        slow_call_duration_ms: p.slow_call_duration_ms,
-        quorum_nodes: p.quorum_nodes,
-        open_base_ms: p.open_base_ms,
-        open_backoff_multiplier: p.open_backoff_multiplier,
-        open_max_ms: p.open_max_ms,
-        open_jitter: p.open_jitter,
-        half_open_max_probes: p.half_open_max_probes,
-        probe_lease_ms: p.probe_lease_ms,
-        successes_to_close: p.successes_to_close,
-        degraded_mode,
-    })
+    match breakerd_proto::policy::spec_from_proto(p) {
+        (spec, None) => Ok(spec),
+        (_, Some(e)) => Err(invalid(
+            &format!("policy.{}", e.field),
+            format!("unknown {} {}", e.enum_name, e.value),
+        )),
+    }
 }
 
 /// A validated policy with every field set, for responses.
