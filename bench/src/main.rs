@@ -566,7 +566,10 @@ fn table(r: &Results) -> (Vec<Row>, Map<String, Value>) {
             check(&[a1, b1], || a1 * 100.0 <= b1),
         ),
         ("w1s_a_le_1_5x_get", check(&[as1, gs1], || as1 <= 1.5 * gs1)),
-        ("w2_a_ge_10x_b", check(&[a2, b2], || a2 >= 10.0 * b2)),
+        (
+            "w2_a_ge_10x_b",
+            check(&[a2, b2], || a2 >= 10.0 * b2).filter(|_| a2 > 0.0 && b2 > 0.0),
+        ),
         ("w3_a_le_b", check(&[a3, b3], || a3 <= b3)),
         ("w3_a_le_c_over_10", check(&[a3, c3], || a3 <= c3 / 10.0)),
         ("w3_propagation_p99_le_5ms", check(&[ap3], || ap3 <= 5.0)),
@@ -576,7 +579,7 @@ fn table(r: &Results) -> (Vec<Row>, Map<String, Value>) {
         ),
         ("w5_a_added_p99_le_1ms", check(&[a5], || a5 <= 1.0)),
         ("w6_a_le_300_bytes", check(&[a6], || a6 <= 300.0)),
-        ("w7_ge_0_5", check(&[r7], || r7 >= 0.5)),
+        ("w7_ge_0_5", check(&[r7], || r7 >= 0.5).filter(|_| r7 > 0.0)),
     ];
     let mut verdicts = Map::new();
     for (k, v) in &checks {

@@ -511,6 +511,7 @@ async fn step(scale: &Scale, target: &Target<'_>, keys: &Keys, rate: f64, seed: 
 /// within 19 % below the true limit; repeat and take the median.
 pub async fn ramp(scale: &Scale, target: &Target<'_>, keys: &Keys, start: f64) -> Ramp {
     const MAX_RATE: f64 = 50_000_000.0;
+    const MIN_RATE: f64 = 500.0;
     let mut out = Ramp::default();
     let mut bests: Vec<Step> = Vec::new();
     let mut from = start;
@@ -522,6 +523,12 @@ pub async fn ramp(scale: &Scale, target: &Target<'_>, keys: &Keys, start: f64) -
             let s = step(scale, target, keys, rate, rep as u64 * 1000 + k).await;
             let ok = s.ok;
             out.steps.push(s.clone());
+            if !ok && best.is_none() && rate / 2.0 >= MIN_RATE {
+                // Not even the first rate held (a busy machine): come down
+                // until one does, rather than report nothing.
+                rate /= 2.0;
+                continue;
+            }
             if ok {
                 best = Some(s);
                 if rate * 2.0 > MAX_RATE {
