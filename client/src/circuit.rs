@@ -27,28 +27,17 @@ use crate::permit::{Permit, PermitKind};
 use crate::trace;
 use crate::{TaskGuard, degraded};
 
-/// Longest circuit name, in bytes (same rule as the coordinator).
-pub const MAX_NAME_LEN: usize = 200;
-
-/// Check a circuit name with the coordinator's rule: 1-200 bytes of
-/// `[A-Za-z0-9._:/-]`. Names are never rewritten.
+/// Check a circuit name with the coordinator's rule (the same code:
+/// `breakerd_policy::name_problem`): 1-200 bytes of `[A-Za-z0-9._:/-]`.
+/// Names are never rewritten.
 pub fn validate_name(name: &str) -> Result<(), Error> {
-    let reason = if name.is_empty() {
-        "empty"
-    } else if name.len() > MAX_NAME_LEN {
-        "longer than 200 bytes"
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'))
-    {
-        "only A-Z a-z 0-9 . _ : / - are allowed"
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })
+    match breakerd_policy::name_problem(name) {
+        None => Ok(()),
+        Some(problem) => Err(Error::InvalidName {
+            name: name.to_owned(),
+            problem,
+        }),
+    }
 }
 
 // ---- the packed word ------------------------------------------------------

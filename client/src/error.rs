@@ -37,12 +37,12 @@ pub enum Error {
     },
     /// The circuit name breaks the naming rule (1-200 bytes of
     /// `[A-Za-z0-9._:/-]`); nothing was sent.
-    #[error("invalid circuit name {name:?}: {reason}")]
+    #[error("invalid circuit name {name:?}: it {problem}")]
     InvalidName {
         /// The refused name.
         name: String,
         /// What is wrong with it.
-        reason: &'static str,
+        problem: breakerd_policy::NameProblem,
     },
     /// The coordinator answered but refused the request (for example
     /// `RESOURCE_EXHAUSTED` past its circuit cap, or an authentication

@@ -57,12 +57,13 @@ pub mod fallback;
 pub mod layer;
 pub mod retry;
 
+pub use breakerd_policy::MAX_NAME_LEN;
 pub use breakerd_policy::{DegradedMode, Outcome, OverrideKind, RejectReason, State};
 pub use builder::{
     Builder, ClientTls, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_RPC_TIMEOUT,
 };
-pub use circuit::{Circuit, CircuitView, MAX_NAME_LEN, validate_name};
+pub use circuit::{Circuit, CircuitView, validate_name};
 pub use coordinator::{Coordinator, Stats};
 pub use error::{CallError, Error};
 pub use permit::Permit;

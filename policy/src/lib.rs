@@ -23,12 +23,14 @@
 #![forbid(unsafe_code)]
 
 mod breaker;
+mod name;
 mod policy;
 mod quorum;
 mod types;
 mod window;
 
 pub use breaker::{Breaker, HISTORY_LEN};
+pub use name::{MAX_NAME_LEN, NameProblem, name_problem};
 pub use policy::{
     DegradedMode, InvalidPolicy, MAX_COUNT_WINDOW, MAX_OPEN, MAX_PROBE_LEASE, MAX_PROBES,
     MAX_QUORUM_NODES, MAX_TIME_WINDOW, MAX_WINDOW_BUCKETS, Policy, PolicySpec, WindowKind,
