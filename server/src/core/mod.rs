@@ -475,12 +475,11 @@ impl Registry {
                 }),
                 last_used: AtomicU64::new(0),
             });
-            {
-                let mut inner = circuit.inner.lock();
-                registry.schedule(&circuit, &mut inner, now);
-                // Restoring may have moved it on (e.g. open -> half-open).
-                registry.persist(&circuit, &inner, now);
-            }
+            // Nothing is written back: what restoring changed (a deadline
+            // that passed, the new generation floor) is derived again the
+            // same way on the next start, and later changes are persisted as
+            // they happen.
+            registry.schedule(&circuit, &mut circuit.inner.lock(), now);
             // Durable state is never dropped for the cap: restored circuits
             // count against it but are all kept.
             registry.reserved.fetch_add(1, Ordering::AcqRel);
