@@ -182,7 +182,7 @@ pub struct RpcMetricsService<S> {
 
 /// Takes one call out of `in_flight` when dropped, however the call ends.
 #[derive(Debug)]
-struct InFlight(Arc<MethodStats>);
+pub struct InFlight(Arc<MethodStats>);
 
 impl InFlight {
     fn start(stats: Arc<MethodStats>) -> Self {
@@ -197,16 +197,13 @@ impl Drop for InFlight {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
 impl<S, B, ResBody> Service<http::Request<B>> for RpcMetricsService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<MeteredBody<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+    type Future = MeteredFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -215,20 +212,49 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let stats = self.metrics.method(req.uri().path());
         let started = Instant::now();
-        let guard = InFlight::start(stats.clone());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            stats.latency.observe(started.elapsed());
-            // On error the guard drops here; on success it lives as long as
-            // the response body (a stream stays in flight while open).
-            res.map(|r| {
-                r.map(|body| MeteredBody {
-                    inner: body,
-                    _guard: guard,
-                })
+        let guard = InFlight::start(stats);
+        MeteredFuture {
+            inner: self.inner.call(req),
+            started,
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RpcMetricsService`]: records the latency
+    /// when the response headers are ready. Written out rather than boxed,
+    /// since it wraps every call.
+    #[derive(Debug)]
+    pub struct MeteredFuture<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        guard: Option<InFlight>,
+    }
+}
+
+impl<F, ResBody, E> Future for MeteredFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = Result<http::Response<MeteredBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = std::task::ready!(this.inner.poll(cx));
+        let guard = this.guard.take();
+        if let Some(guard) = &guard {
+            guard.0.latency.observe(this.started.elapsed());
+        }
+        // On error the guard drops here; on success it lives as long as the
+        // response body (a stream stays in flight while open).
+        Poll::Ready(res.map(|r| {
+            r.map(|body| MeteredBody {
+                inner: body,
+                _guard: guard,
             })
-        })
+        }))
     }
 }
 
@@ -239,7 +265,7 @@ pin_project_lite::pin_project! {
     pub struct MeteredBody<B> {
         #[pin]
         inner: B,
-        _guard: InFlight,
+        _guard: Option<InFlight>,
     }
 }
 
