@@ -489,6 +489,7 @@ impl Fleet for LocalFleet {
                             },
                             latency: now - asked,
                             node: id,
+                            completed_at: None,
                         },
                         now,
                     );

@@ -162,6 +162,7 @@ fn local_call(m: &Mutex<Breaker>, node: NodeId) -> bool {
                     outcome: PolicyOutcome::Success,
                     latency: now - asked,
                     node,
+                    completed_at: None,
                 },
                 now,
             );

@@ -348,6 +348,7 @@ async fn stub(addr: SocketAddr, which: StubCase) -> Outcome {
                         lease_id: 0,
                         outcome: pb::Outcome::Failure as i32,
                         latency_us: 1,
+                        age_us: 0,
                     })
                     .collect(),
             })

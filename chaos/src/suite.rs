@@ -435,6 +435,7 @@ async fn trip_circuits(channel: Channel, cycle: usize, stop: Arc<AtomicBool>) ->
                     lease_id: a.lease_id,
                     outcome: pb::Outcome::Failure as i32,
                     latency_us: 1000,
+                    age_us: 0,
                 }],
             });
             req.set_timeout(t);

@@ -87,6 +87,7 @@ fn hot_path(c: &mut Criterion) {
                     outcome: Outcome::Success,
                     latency: started - now,
                     node,
+                    completed_at: None,
                 },
                 now,
             );

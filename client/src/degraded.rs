@@ -122,6 +122,7 @@ pub(crate) fn feed(
                 outcome,
                 latency,
                 node: s.common.node,
+                completed_at: None,
             },
             now,
         );

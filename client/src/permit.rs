@@ -122,16 +122,19 @@ impl Permit {
     /// Record `outcome` with the latency measured since the permit was
     /// granted.
     pub fn record_outcome(mut self, outcome: Outcome) {
-        let latency = self.started.elapsed();
-        self.finish(outcome, latency);
+        // One clock read gives both the latency and the completion instant.
+        let now = Instant::now();
+        self.finish(outcome, now.saturating_duration_since(self.started), now);
     }
 
     /// Record `outcome` with a latency the caller measured.
     pub fn record(mut self, outcome: Outcome, latency: Duration) {
-        self.finish(outcome, latency);
+        self.finish(outcome, latency, Instant::now());
     }
 
-    fn finish(&mut self, outcome: Outcome, latency: Duration) {
+    /// `completed`: when the call ended, so the report can say how long it
+    /// waited in its batch (see [`report`](crate::report)).
+    fn finish(&mut self, outcome: Outcome, latency: Duration, completed: Instant) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
@@ -149,6 +152,7 @@ impl Permit {
                     lease: self.lease,
                     outcome,
                     latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                    completed,
                 });
             }
             PermitKind::Local => {
@@ -163,8 +167,12 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            let latency = self.started.elapsed();
-            self.finish(Outcome::Ignored, latency);
+            let now = Instant::now();
+            self.finish(
+                Outcome::Ignored,
+                now.saturating_duration_since(self.started),
+                now,
+            );
         }
     }
 }

@@ -9,6 +9,12 @@
 //! flush of the failure that crosses the threshold and a returned probe
 //! lease is free again at once.
 //!
+//! Each outcome carries the instant its call completed (read by the permit
+//! with the latency, so it costs no extra clock read); when its batch is sent
+//! it goes out as `age_us`, the time it waited, so the coordinator counts
+//! consecutive failures in completion order: a success batched before a
+//! run of failures began cannot end that run by arriving after some of them.
+//!
 //! While the stream is down, outcomes are dropped (counted in
 //! `unsent_reports`): they feed the local breaker of degraded mode instead,
 //! and by the time the coordinator is back they would mostly be stale.
@@ -27,7 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::coordinator::{Common, Inner};
 
 /// One outcome waiting to be sent: the circuit by registry index, so that
-/// queueing it copies 32 bytes and allocates nothing.
+/// queueing it copies 48 bytes and allocates nothing.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Queued {
     pub(crate) idx: u32,
@@ -35,6 +41,8 @@ pub(crate) struct Queued {
     pub(crate) lease: u64,
     pub(crate) outcome: Outcome,
     pub(crate) latency_us: u64,
+    /// When the call completed (the permit's clock: std, never paused).
+    pub(crate) completed: std::time::Instant,
 }
 
 /// What the queue carries.
@@ -129,6 +137,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
         };
         let mut reader = reader;
         let mut batch: Vec<pb::OutcomeReport> = Vec::with_capacity(c.config.batch_size);
+        // Completion instant of each outcome in `batch`, in the same order.
+        let mut completed: Vec<std::time::Instant> = Vec::with_capacity(c.config.batch_size);
         let mut waiters: Waiters = Vec::new();
         let mut next: Option<Item> = Some(first);
         let lost = 'stream: loop {
@@ -147,13 +157,32 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
                     },
                 },
             };
-            let mut urgent = take(&inner, &mut names, &mut batch, &mut waiters, item);
+            let mut urgent = take(
+                &inner,
+                &mut names,
+                (&mut batch, &mut completed),
+                &mut waiters,
+                item,
+            );
             let flush_at = Instant::now() + c.config.flush_interval;
             loop {
                 while let Ok(item) = rx.try_recv() {
-                    urgent |= take(&inner, &mut names, &mut batch, &mut waiters, item);
+                    urgent |= take(
+                        &inner,
+                        &mut names,
+                        (&mut batch, &mut completed),
+                        &mut waiters,
+                        item,
+                    );
                     if batch.len() >= c.config.batch_size
-                        && !send(&c, &tx, &pending, &mut batch, &mut waiters).await
+                        && !send(
+                            &c,
+                            &tx,
+                            &pending,
+                            (&mut batch, &mut completed),
+                            &mut waiters,
+                        )
+                        .await
                     {
                         break 'stream true;
                     }
@@ -168,7 +197,15 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
                     () = tokio::time::sleep_until(flush_at) => {}
                 }
             }
-            if !send(&c, &tx, &pending, &mut batch, &mut waiters).await {
+            if !send(
+                &c,
+                &tx,
+                &pending,
+                (&mut batch, &mut completed),
+                &mut waiters,
+            )
+            .await
+            {
                 break true;
             }
         };
@@ -178,6 +215,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
             .unsent_reports
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
+        completed.clear();
         for w in waiters.drain(..) {
             let _ = w.send(false);
         }
@@ -193,11 +231,17 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
     }
 }
 
+/// The open batch: outcomes, and when each one's call completed.
+type Batch<'a> = (
+    &'a mut Vec<pb::OutcomeReport>,
+    &'a mut Vec<std::time::Instant>,
+);
+
 /// Add an item to the batch; true when it must go out at once.
 fn take(
     inner: &Inner,
     names: &mut Vec<String>,
-    batch: &mut Vec<pb::OutcomeReport>,
+    (batch, completed): Batch<'_>,
     waiters: &mut Waiters,
     item: Item,
 ) -> bool {
@@ -220,9 +264,24 @@ fn take(
                 lease_id: q.lease,
                 outcome: outcome_to_proto(q.outcome),
                 latency_us: q.latency_us,
+                // Filled in when the batch is sent.
+                age_us: 0,
             });
+            completed.push(q.completed);
             q.outcome == Outcome::Failure || q.lease != 0
         }
+    }
+}
+
+/// Stamp each outcome with the time from its completion to `sent`.
+fn stamp_ages(
+    batch: &mut [pb::OutcomeReport],
+    completed: &[std::time::Instant],
+    sent: std::time::Instant,
+) {
+    for (o, &done) in batch.iter_mut().zip(completed) {
+        let age = sent.saturating_duration_since(done);
+        o.age_us = u64::try_from(age.as_micros()).unwrap_or(u64::MAX);
     }
 }
 
@@ -231,7 +290,7 @@ async fn send(
     c: &Common,
     tx: &mpsc::Sender<pb::ReportRequest>,
     pending: &Mutex<VecDeque<Waiters>>,
-    batch: &mut Vec<pb::OutcomeReport>,
+    (batch, completed): Batch<'_>,
     waiters: &mut Waiters,
 ) -> bool {
     if batch.is_empty() {
@@ -252,6 +311,8 @@ async fn send(
         return true;
     }
     let n = batch.len() as u64;
+    stamp_ages(batch, completed, std::time::Instant::now());
+    completed.clear();
     let outcomes = std::mem::replace(batch, Vec::with_capacity(c.config.batch_size));
     pending.lock().push_back(std::mem::take(waiters));
     let req = pb::ReportRequest {
@@ -265,4 +326,26 @@ async fn send(
     c.stats.sent_reports.fetch_add(n, Ordering::Relaxed);
     c.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn ages_are_the_wait_from_completion_to_send() {
+        let sent = Instant::now() + Duration::from_secs(1);
+        let completed = [
+            sent - Duration::from_micros(9_750),
+            sent,
+            // A completion read after the send instant is just now.
+            sent + Duration::from_millis(1),
+        ];
+        let mut batch = vec![pb::OutcomeReport::default(); 3];
+        stamp_ages(&mut batch, &completed, sent);
+        let ages: Vec<u64> = batch.iter().map(|o| o.age_us).collect();
+        assert_eq!(ages, [9_750, 0, 0]);
+    }
 }

@@ -52,6 +52,10 @@ pub struct Breaker {
     consecutive_failures: u32,
     /// Sequence number of the first failure of the current run.
     run_start_seq: u64,
+    /// Completion instant of the earliest failure of the current run (only
+    /// meaningful while `consecutive_failures > 0`): a success that
+    /// completed before it was overtaken by the run and does not end it.
+    run_started_at: Instant,
     /// Calls counted while closed, as a sequence.
     seq: u64,
     window: Option<Window>,
@@ -85,6 +89,7 @@ impl Breaker {
             consecutive_trips: 0,
             consecutive_failures: 0,
             run_start_seq: 0,
+            run_started_at: now,
             seq: 0,
             window,
             bad_nodes,
@@ -200,6 +205,14 @@ impl Breaker {
     /// Records how a call went. Outcomes from another generation, and
     /// half-open outcomes without a lease this breaker still holds, are
     /// stale: they are counted as such and change nothing else.
+    ///
+    /// Only the consecutive-failure rule looks at
+    /// [`Report::completed_at`]: a success that completed before the
+    /// current run's first failure does not end the run. Rate windows, the
+    /// slow-call rule, the quorum and half-open probes count outcomes when
+    /// they arrive: a batch delay of milliseconds is noise against windows
+    /// of seconds, the slow-call rule reads latency only, and a probe is
+    /// matched by its lease.
     pub fn record(&mut self, report: &Report, now: Instant) -> Recorded {
         self.advance(now);
         if report.generation != self.generation {
@@ -259,12 +272,26 @@ impl Breaker {
         let slow = report.latency >= self.policy.slow_call_duration;
         let seq = self.seq;
         self.seq += 1;
+        // "Consecutive" is in completion order, not arrival order: nodes
+        // batch successes but send failures at once, so a success from
+        // before a run began can land after some of its failures.
+        let completed = report.completed_at.map(|t| t.min(now));
         if failure {
+            let at = completed.unwrap_or(now);
             if self.consecutive_failures == 0 {
                 self.run_start_seq = seq;
+                self.run_started_at = at;
+            } else if at < self.run_started_at {
+                self.run_started_at = at;
             }
             self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        } else {
+        } else if self.consecutive_failures == 0
+            || completed.is_none_or(|t| t >= self.run_started_at)
+        {
+            // A success inside the run ends it. The run's failures that
+            // completed after it are not recounted (that would need every
+            // failure's completion time): a late success can only delay a
+            // trip, as it did when arrival order counted.
             self.consecutive_failures = 0;
         }
         if let Some(w) = &mut self.window {

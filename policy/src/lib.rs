@@ -14,7 +14,7 @@
 //! for _ in 0..5 {
 //!     let d = b.acquire(NodeId(1), t0);
 //!     b.record(&Report { generation: d.generation(), lease: None, outcome: Outcome::Failure,
-//!                        latency: Duration::ZERO, node: NodeId(1) }, t0);
+//!                        latency: Duration::ZERO, node: NodeId(1), completed_at: None }, t0);
 //! }
 //! assert_eq!(b.state(), State::Open);
 //! assert!(!b.acquire(NodeId(1), t0 + Duration::from_secs(59)).is_allowed());

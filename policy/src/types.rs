@@ -102,6 +102,13 @@ pub struct Report {
     pub latency: Duration,
     /// Who made it (for the quorum rule).
     pub node: NodeId,
+    /// When it completed, if known (the coordinator derives it from the
+    /// report's age). It orders the consecutive-failure rule: a success that
+    /// completed before the current run of failures began does not end it,
+    /// however late it arrives. `None`: unknown, taken as the moment it is
+    /// recorded, so outcomes count in arrival order. Later than the `now`
+    /// given to [`record`](crate::Breaker::record) counts as `now`.
+    pub completed_at: Option<Instant>,
 }
 
 /// A probe lease granted in half-open.

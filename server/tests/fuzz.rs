@@ -483,20 +483,24 @@ fn outcome() -> impl Strategy<Value = pb::OutcomeReport> {
     // Mostly valid names: one bad name refuses the whole batch.
     (
         prop_oneof![20 => pool(), 1 => name()],
-        any::<(u8, u64, u64, u8, u64, u64)>(),
+        any::<(u8, u64, u64, u8, u64, u64, u64)>(),
     )
         .prop_map(
-            |(circuit, (k, generation, lease_id, ko, outcome, latency_us))| pb::OutcomeReport {
-                circuit,
-                generation: if k.is_multiple_of(4) {
-                    generation
-                } else {
-                    generation % 8
-                },
-                lease_id: if k % 8 == 1 { lease_id } else { lease_id % 4 },
-                // Rarely a bad one: it refuses the whole batch.
-                outcome: enum_of(if ko.is_multiple_of(16) { ko } else { 2 }, outcome),
-                latency_us,
+            |(circuit, (k, generation, lease_id, ko, outcome, latency_us, age_us))| {
+                pb::OutcomeReport {
+                    circuit,
+                    generation: if k.is_multiple_of(4) {
+                        generation
+                    } else {
+                        generation % 8
+                    },
+                    lease_id: if k % 8 == 1 { lease_id } else { lease_id % 4 },
+                    // Rarely a bad one: it refuses the whole batch.
+                    outcome: enum_of(if ko.is_multiple_of(16) { ko } else { 2 }, outcome),
+                    latency_us,
+                    // Any age, up to u64::MAX µs: clamped, never a panic.
+                    age_us,
+                }
             },
         )
 }

@@ -28,6 +28,7 @@ async fn trip(server: &TestServer, name: &str) -> u64 {
         lease_id: 0,
         outcome: pb::Outcome::Failure as i32,
         latency_us: 10,
+        age_us: 0,
     };
     breaker
         .report(pb::ReportRequest {

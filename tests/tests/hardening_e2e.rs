@@ -55,6 +55,7 @@ async fn an_oversized_message_is_refused_and_the_server_keeps_serving() {
             lease_id: 0,
             outcome: pb::Outcome::Success.into(),
             latency_us: 1,
+            age_us: 0,
         })
         .collect();
     let err = within(

@@ -111,6 +111,7 @@ async fn metrics_and_api_follow_a_trip_over_grpc() {
                     lease_id: 0,
                     outcome: pb::Outcome::Failure.into(),
                     latency_us: 2000,
+                    age_us: 0,
                 }],
             })
             .await

@@ -78,6 +78,7 @@ fn outcome(circuit: &str, generation: u64, outcome: pb::Outcome) -> pb::OutcomeR
         lease_id: 0,
         outcome: outcome.into(),
         latency_us: 1500,
+        age_us: 0,
     }
 }
 

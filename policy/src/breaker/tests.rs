@@ -12,6 +12,9 @@ use crate::policy::{PolicySpec, WindowKind};
 enum Step {
     /// Acquire as `node` (must be allowed) and report `outcome` after `ms` of latency.
     Call(u64, Outcome, u64),
+    /// Like `Call`, reporting that the call completed `ms` from now
+    /// (negative: in the past, as a batched report says).
+    Done(u64, Outcome, i64),
     /// Acquire must be rejected for this reason.
     Rejected(RejectReason),
     /// Acquire must be allowed; the permit is kept unreported.
@@ -22,6 +25,8 @@ enum Step {
     Is(State),
     /// The last transition's cause must be this.
     Cause(TransitionCause),
+    /// The consecutive-failure count must be this.
+    Consecutive(u32),
 }
 
 use Outcome::{Failure as F, Ignored as I, Success as S};
@@ -43,7 +48,25 @@ fn run(name: &str, spec: PolicySpec, steps: &[Step]) {
     for (i, step) in steps.iter().enumerate() {
         let at = format!("{name}: step {i} {step:?} (state {:?})", b.state());
         match *step {
-            Call(node, outcome, ms) => {
+            Call(..) | Done(..) => {
+                let (node, outcome, ms, completed_at) = match *step {
+                    Call(node, outcome, ms) => (node, outcome, ms, None),
+                    Done(node, outcome, at) => {
+                        let d = Duration::from_millis(at.unsigned_abs());
+                        let t = if at < 0 {
+                            now.checked_sub(d)
+                        } else {
+                            Some(now + d)
+                        };
+                        (
+                            node,
+                            outcome,
+                            1,
+                            Some(t.expect("scenario time is representable")),
+                        )
+                    }
+                    _ => unreachable!(),
+                };
                 let d = b.acquire(NodeId(node), now);
                 let Decision::Allow {
                     generation, lease, ..
@@ -57,6 +80,7 @@ fn run(name: &str, spec: PolicySpec, steps: &[Step]) {
                     outcome,
                     latency: Duration::from_millis(ms),
                     node: NodeId(node),
+                    completed_at,
                 };
                 assert_eq!(b.record(&r, now), Recorded::Applied, "{at}");
             }
@@ -71,6 +95,7 @@ fn run(name: &str, spec: PolicySpec, steps: &[Step]) {
             }
             Is(state) => assert_eq!(b.state(), state, "{at}"),
             Cause(cause) => assert_eq!(b.history().next().map(|t| t.cause), Some(cause), "{at}"),
+            Consecutive(n) => assert_eq!(b.counters().consecutive_failures, n, "{at}"),
         }
     }
 }
@@ -144,6 +169,150 @@ fn consecutive_failures_scenarios() {
             Call(1, F, 1),
             Is(State::Open),
         ],
+    );
+}
+
+#[test]
+fn completion_order_scenarios() {
+    let default = PolicySpec::default();
+    run(
+        "a success that completed before the run began does not end it",
+        default.clone(),
+        &[
+            Wait(100),
+            Call(1, F, 1),
+            Call(2, F, 1),
+            Call(3, F, 1),
+            Call(4, F, 1),
+            // Sat 10 ms in node 5's batch, completed before every failure.
+            Done(5, S, -10),
+            Consecutive(4),
+            Is(State::Closed),
+            Call(6, F, 1),
+            Is(State::Open),
+            Cause(TransitionCause::ConsecutiveFailures),
+        ],
+    );
+    run(
+        "a success that completed inside the run ends it",
+        default.clone(),
+        &[
+            Wait(100),
+            Done(1, F, -20),
+            Done(2, F, -5),
+            Done(3, S, -10),
+            Consecutive(0),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Call(1, F, 1),
+            Is(State::Closed),
+            Call(1, F, 1),
+            Is(State::Open),
+        ],
+    );
+    run(
+        "a success completing at the run's first failure ends it",
+        default.clone(),
+        &[Wait(100), Done(1, F, -10), Done(2, S, -10), Consecutive(0)],
+    );
+    run(
+        "a late failure that completed earlier moves the run's start back",
+        default.clone(),
+        &[
+            Wait(100),
+            Call(1, F, 1),
+            Done(2, F, -40),
+            // Before the moved start: the run goes on.
+            Done(3, S, -50),
+            Consecutive(2),
+            // After it: the run ends.
+            Done(4, S, -30),
+            Consecutive(0),
+        ],
+    );
+    run(
+        "without completion times outcomes count in arrival order",
+        default.clone(),
+        &[
+            Wait(100),
+            Done(1, F, -10),
+            Done(1, F, -10),
+            Call(2, S, 1),
+            Consecutive(0),
+        ],
+    );
+    run(
+        "a completion time in the future counts as now",
+        default.clone(),
+        &[
+            Wait(100),
+            Done(1, F, 60_000),
+            Done(2, S, 0),
+            Consecutive(0),
+            Done(1, F, 0),
+            Done(2, S, 60_000),
+            Consecutive(0),
+        ],
+    );
+    run(
+        "the first failure after a late success starts a fresh run at its own time",
+        default.clone(),
+        &[
+            Wait(100),
+            Call(1, F, 1),
+            Call(1, S, 1),
+            Done(1, F, 0),
+            Done(2, S, -50),
+            Consecutive(1),
+        ],
+    );
+    let rate = PolicySpec {
+        consecutive_failures: Some(0),
+        failure_rate_threshold: Some(0.5),
+        window_kind: Some(WindowKind::Count),
+        window_size: Some(4),
+        minimum_calls: Some(4),
+        ..Default::default()
+    };
+    run(
+        "rate windows count late successes as they arrive",
+        rate,
+        &[
+            Wait(100),
+            Call(1, F, 1),
+            Done(2, S, -50),
+            Done(2, S, -50),
+            Done(2, S, -50),
+            Is(State::Closed),
+            Call(1, F, 1),
+            Is(State::Closed),
+            Call(1, F, 1),
+            Is(State::Open),
+            Cause(TransitionCause::FailureRate),
+        ],
+    );
+}
+
+#[test]
+fn a_success_that_does_not_end_the_run_still_counts() {
+    let t0 = Instant::now();
+    let mut b = Breaker::new(policy(PolicySpec::default()), 1, 0, t0);
+    let now = t0 + Duration::from_millis(100);
+    let report = |outcome, completed_at| Report {
+        generation: 1,
+        lease: None,
+        outcome,
+        latency: Duration::from_millis(1),
+        node: NodeId(1),
+        completed_at: Some(completed_at),
+    };
+    assert_eq!(b.record(&report(F, now), now), Recorded::Applied);
+    assert_eq!(b.record(&report(S, t0), now), Recorded::Applied);
+    let c = b.counters();
+    assert_eq!(
+        (c.consecutive_failures, c.total_successes, c.total_failures),
+        (1, 1, 1)
     );
 }
 
@@ -435,6 +604,7 @@ fn unreported_lease_is_reclaimed() {
             outcome: F,
             latency: Duration::ZERO,
             node: NodeId(1),
+            completed_at: None,
         },
         t0,
     );
@@ -465,6 +635,7 @@ fn unreported_lease_is_reclaimed() {
         outcome: F,
         latency: Duration::ZERO,
         node: NodeId(1),
+        completed_at: None,
     };
     assert_eq!(b.record(&late, t2), Recorded::Stale);
     assert_eq!(b.state(), State::HalfOpen);
@@ -491,6 +662,7 @@ fn stale_outcomes_move_nothing() {
         outcome: F,
         latency: Duration::ZERO,
         node: NodeId(1),
+        completed_at: None,
     };
     assert_eq!(b.record(&r, t0), Recorded::Stale);
     assert_eq!((b.state(), b.generation()), (before.0, before.1));
@@ -520,6 +692,7 @@ fn override_scenarios() {
                 outcome: F,
                 latency: Duration::ZERO,
                 node: NodeId(1),
+                completed_at: None,
             },
             at,
         )
@@ -600,6 +773,7 @@ fn jitter_spreads_reopen_times_within_bounds() {
                 outcome: F,
                 latency: Duration::ZERO,
                 node: NodeId(1),
+                completed_at: None,
             },
             t0,
         );
@@ -644,6 +818,8 @@ enum Op {
         latency_ms: u64,
         current_generation: bool,
         held_lease: bool,
+        /// Completed this long before it is recorded, when known.
+        age_ms: Option<u64>,
     },
     Wait(u64),
     Override(Option<OverrideKind>),
@@ -654,8 +830,8 @@ fn op() -> impl Strategy<Value = Op> {
     let outcome = prop_oneof![Just(S), Just(F), Just(I)];
     prop_oneof![
         4 => (0u64..4).prop_map(Op::Acquire),
-        4 => (0u64..4, outcome, 0u64..300, any::<bool>(), any::<bool>()).prop_map(
-            |(node, outcome, latency_ms, current_generation, held_lease)| Op::Report { node, outcome, latency_ms, current_generation, held_lease }),
+        4 => (0u64..4, outcome, 0u64..300, any::<bool>(), any::<bool>(), prop::option::of(0u64..3_000)).prop_map(
+            |(node, outcome, latency_ms, current_generation, held_lease, age_ms)| Op::Report { node, outcome, latency_ms, current_generation, held_lease, age_ms }),
         2 => (0u64..2_000).prop_map(Op::Wait),
         1 => prop_oneof![Just(None), Just(Some(OverrideKind::ForcedOpen)), Just(Some(OverrideKind::ForcedClosed)), Just(Some(OverrideKind::Disabled))].prop_map(Op::Override),
         1 => Just(Op::Reset),
@@ -719,7 +895,8 @@ proptest! {
                         leases.push((generation, l.id));
                     }
                 }
-                Op::Report { node, outcome, latency_ms, current_generation, held_lease } => {
+                Op::Report { node, outcome, latency_ms, current_generation, held_lease, age_ms } => {
+                    let completed_at = age_ms.and_then(|ms| now.checked_sub(Duration::from_millis(ms)));
                     b.advance(now);
                     let lease = if held_lease { leases.pop() } else { None };
                     let gen_ = match (current_generation, lease) {
@@ -728,7 +905,7 @@ proptest! {
                         (false, None) => b.generation().wrapping_sub(1),
                     };
                     let before = (b.state(), b.generation(), b.policy_version(), b.counters());
-                    let r = Report { generation: gen_, lease: lease.map(|l| l.1), outcome, latency: Duration::from_millis(latency_ms), node: NodeId(node) };
+                    let r = Report { generation: gen_, lease: lease.map(|l| l.1), outcome, latency: Duration::from_millis(latency_ms), node: NodeId(node), completed_at };
                     if b.record(&r, now) == Recorded::Stale {
                         let after = b.counters();
                         prop_assert_eq!((b.state(), b.generation(), b.policy_version()), (before.0, before.1, before.2));
@@ -771,6 +948,7 @@ fn restore_keeps_what_must_survive_a_restart() {
             outcome: F,
             latency: Duration::ZERO,
             node: NodeId(1),
+            completed_at: None,
         },
         t0,
     );
@@ -835,6 +1013,7 @@ fn outcomes_under_an_open_generation_count_only_in_shadow_mode() {
             outcome: F,
             latency: Duration::ZERO,
             node: NodeId(1),
+            completed_at: None,
         },
         t0,
     );
@@ -844,6 +1023,7 @@ fn outcomes_under_an_open_generation_count_only_in_shadow_mode() {
         outcome: S,
         latency: Duration::ZERO,
         node: NodeId(1),
+        completed_at: None,
     };
     assert_eq!(
         b.record(&forged, t0),
@@ -868,4 +1048,89 @@ fn outcomes_under_an_open_generation_count_only_in_shadow_mode() {
     };
     assert_eq!(b.record(&shadow, t0), Recorded::Applied);
     assert_eq!(b.state(), State::Open);
+}
+
+/// Feeds `reports` (outcome, completion time in µs after the start, if
+/// known) to a breaker with the consecutive rule at `threshold`, delivering
+/// one per µs after every completion; the index of the report that tripped
+/// it, if one did.
+fn trip_index(threshold: u32, reports: &[(Outcome, Option<u64>)]) -> Option<usize> {
+    let t0 = Instant::now();
+    let p = policy(PolicySpec {
+        consecutive_failures: Some(threshold),
+        ..Default::default()
+    });
+    let mut b = Breaker::new(p, 1, 0, t0);
+    let delivered_from = t0 + Duration::from_secs(10);
+    for (i, &(outcome, at_us)) in reports.iter().enumerate() {
+        let r = Report {
+            generation: b.generation(),
+            lease: None,
+            outcome,
+            latency: Duration::from_millis(1),
+            node: NodeId(i as u64 % 50),
+            completed_at: at_us.map(|us| t0 + Duration::from_micros(us)),
+        };
+        b.record(&r, delivered_from + Duration::from_micros(i as u64));
+        if b.state() == State::Open {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The number of failures among the first `n + 1` reports.
+fn failures_through(reports: &[(Outcome, Option<u64>)], n: usize) -> usize {
+    reports[..=n].iter().filter(|r| r.0 == F).count()
+}
+
+/// A dependency that starts failing at 1 s: successes completed before,
+/// failures after, in any delivery order (with the threshold).
+fn step_failure() -> impl Strategy<Value = (u32, usize, Vec<(Outcome, Option<u64>)>)> {
+    (
+        1u32..7,
+        prop::collection::vec(0u64..1_000_000, 0..30),
+        prop::collection::vec(1_000_000u64..2_000_000, 0..12),
+    )
+        .prop_flat_map(|(threshold, successes, failures)| {
+            let m = failures.len();
+            let all: Vec<_> = successes
+                .into_iter()
+                .map(|t| (S, Some(t)))
+                .chain(failures.into_iter().map(|t| (F, Some(t))))
+                .collect();
+            (Just(threshold), Just(m), Just(all).prop_shuffle())
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The consecutive rule counts in completion order: when a dependency
+    /// starts failing, successes from before, however late they arrive and
+    /// in whatever order, neither delay nor prevent the trip. It comes with
+    /// the threshold-th failure delivered, as in completion order.
+    #[test]
+    fn late_successes_do_not_delay_the_trip((threshold, m, delivered) in step_failure()) {
+        let mut in_order = delivered.clone();
+        in_order.sort_by_key(|r| r.1);
+        let want = (m >= threshold as usize).then_some(threshold as usize);
+        let got = trip_index(threshold, &delivered).map(|i| failures_through(&delivered, i));
+        let ordered = trip_index(threshold, &in_order).map(|i| failures_through(&in_order, i));
+        prop_assert_eq!(ordered, want);
+        prop_assert_eq!(got, want);
+    }
+
+    /// Delivered in completion order, completion times change nothing: the
+    /// trip comes with the same report as when they are unknown.
+    #[test]
+    fn in_order_delivery_is_unchanged(
+        threshold in 1u32..7,
+        steps in prop::collection::vec((prop_oneof![Just(S), Just(F), Just(I)], 0u64..5_000), 0..60),
+    ) {
+        let mut at = 0;
+        let timed: Vec<_> = steps.iter().map(|&(o, gap)| { at += gap; (o, Some(at)) }).collect();
+        let unknown: Vec<_> = steps.iter().map(|&(o, _)| (o, None)).collect();
+        prop_assert_eq!(trip_index(threshold, &timed), trip_index(threshold, &unknown));
+    }
 }

@@ -51,6 +51,10 @@ pub const MAX_REASON_LEN: usize = 1000;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Largest page of a list; larger requests are clamped to it.
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// Largest age of a reported outcome that is believed; larger ages are
+/// clamped to it, never refused. A client's batch waits milliseconds, so a
+/// larger age is a bug or a lie, and it only orders the consecutive rule.
+pub const MAX_OUTCOME_AGE: Duration = Duration::from_secs(10);
 
 /// Limits and timings of a [`Registry`].
 #[derive(Debug, Clone)]
@@ -111,6 +115,9 @@ pub struct OutcomeIn {
     pub outcome: Outcome,
     /// How long it took.
     pub latency: Duration,
+    /// How long before the batch arrived it completed (zero: just now or
+    /// unknown, counted in arrival order); clamped to [`MAX_OUTCOME_AGE`].
+    pub age: Duration,
 }
 
 /// What became of a report batch.
@@ -385,6 +392,15 @@ pub struct Registry {
 /// The current instant on tokio's clock (paused in tests).
 pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// When an outcome that arrived at `now` aged `age` completed: `None` (order
+/// of arrival) for a zero age, or one before the clock's earliest instant.
+fn completed_at(now: Instant, age: Duration) -> Option<Instant> {
+    if age.is_zero() {
+        return None;
+    }
+    now.checked_sub(age.min(MAX_OUTCOME_AGE))
 }
 
 fn check_audit(actor: &str, reason: &str) -> Result<(), CoreError> {
@@ -900,6 +916,7 @@ impl Registry {
                 outcome: o.outcome,
                 latency: o.latency,
                 node,
+                completed_at: completed_at(now, o.age),
             };
             match self.with_circuit(&o.circuit, false, now, |_, inner| {
                 let before = inner.breaker.generation();

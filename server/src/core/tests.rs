@@ -37,6 +37,7 @@ fn failure(circuit: &str, generation: u64) -> OutcomeIn {
         lease: None,
         outcome: Outcome::Failure,
         latency: Duration::from_millis(1),
+        age: Duration::ZERO,
     }
 }
 
@@ -774,4 +775,44 @@ async fn deleted_and_recovered_circuits_are_not_restored() {
         "closed without admin state is not kept"
     );
     assert_eq!(r.audit_log(Some("gone"), 10).unwrap().len(), 2);
+}
+
+/// An outcome's age orders the consecutive rule: a success that completed
+/// before the run's first failure (it waited in a batch) does not end the
+/// run, a zero age counts in arrival order, and ages are believed only up to
+/// `MAX_OUTCOME_AGE`, however large (never refused, never a panic).
+#[tokio::test(start_paused = true)]
+async fn outcome_age_orders_the_consecutive_rule() {
+    let r = registry(spec(5, 60_000, 10_000), RegistryConfig::default());
+    let g = r.acquire("c", "a").unwrap().decision.generation();
+    let success = |age| OutcomeIn {
+        outcome: Outcome::Success,
+        age,
+        ..failure("c", g)
+    };
+    let consecutive = || r.get("c").unwrap().counters.consecutive_failures;
+
+    r.report("a", &[failure("c", g)]).unwrap();
+    tokio::time::advance(Duration::from_millis(20)).await;
+    let late = success(Duration::from_millis(25));
+    let s = r.report("b", &[failure("c", g), late]).unwrap();
+    assert_eq!(
+        (s.applied, consecutive()),
+        (2, 2),
+        "completed before the run"
+    );
+    r.report("b", &[success(Duration::ZERO)]).unwrap();
+    assert_eq!(consecutive(), 0, "no age: arrival order");
+
+    r.report("a", &[failure("c", g)]).unwrap();
+    tokio::time::advance(MAX_OUTCOME_AGE + Duration::from_millis(500)).await;
+    // Believed, 11 s would put it before the run; clamped to 10 s, after.
+    r.report("b", &[success(MAX_OUTCOME_AGE + Duration::from_secs(1))])
+        .unwrap();
+    assert_eq!(consecutive(), 0, "the age is clamped");
+
+    r.report("a", &[failure("c", g)]).unwrap();
+    let huge = success(Duration::from_micros(u64::MAX));
+    assert_eq!(r.report("b", &[huge]).unwrap().applied, 1);
+    assert_eq!(r.get("c").unwrap().snapshot.state, State::Closed);
 }

@@ -62,6 +62,8 @@ fn outcomes_from_proto(req: &pb::ReportRequest) -> Result<Vec<OutcomeIn>, Status
                 lease: (o.lease_id != 0).then_some(o.lease_id),
                 outcome: outcome_from_proto(o.outcome, || format!("outcomes[{i}].outcome"))?,
                 latency: Duration::from_micros(o.latency_us),
+                // The core clamps it; a huge age is never refused.
+                age: Duration::from_micros(o.age_us),
             })
         })
         .collect()

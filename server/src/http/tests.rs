@@ -100,6 +100,7 @@ fn trip(registry: &Registry, name: &str) {
             lease: None,
             outcome: Outcome::Failure,
             latency: Duration::from_millis(3),
+            age: Duration::ZERO,
         };
         registry.report("web-1", &[out]).unwrap();
     }
