@@ -3,8 +3,10 @@
 //! Permits put outcomes into a bounded queue with `try_send` (a full queue
 //! drops the outcome and counts it in `dropped_reports`; the caller never
 //! blocks). This task sends them in order over one bidirectional stream per
-//! coordinator, in batches: at the latest `flush_interval` (10 ms) after the
-//! first outcome of a batch, as soon as a batch is full (512), and at once
+//! coordinator, in batches: on the next tick of a per-client grid of
+//! `flush_interval` (10 ms) ticks with a random phase, so at most 10 ms after
+//! the first outcome of a batch (see `FlushGrid`), as soon as a batch is
+//! full (512), and at once
 //! when a failure or a probe outcome arrives, so the fleet trips within one
 //! flush of the failure that crosses the threshold and a returned probe
 //! lease is free again at once.
@@ -78,6 +80,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
     let c = Arc::clone(&inner.common);
     let mut names: Vec<String> = Vec::new();
     let mut attempt: u32 = 0;
+    let grid = FlushGrid::new(Instant::now(), c.config.flush_interval);
     loop {
         // Connect only once there is something to send.
         let Some(first) = rx.recv().await else { return };
@@ -164,7 +167,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
                 &mut waiters,
                 item,
             );
-            let flush_at = Instant::now() + c.config.flush_interval;
+            let flush_at = grid.next_after(Instant::now());
             loop {
                 while let Ok(item) = rx.try_recv() {
                     urgent |= take(
@@ -228,6 +231,45 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
             return;
         }
         tracing::debug!("report stream lost; reconnecting");
+    }
+}
+
+/// When open batches go out: on ticks `interval` apart, offset by a random
+/// phase per client.
+///
+/// A batch timed from its first outcome would keep nodes that started
+/// together (the workers of one host, a simulated fleet) flushing in
+/// lockstep for ever, since each opens its next batch right after the last
+/// flush: their reports would reach the coordinator in bursts, and on a
+/// shared core their flushes would stall the application's calls together.
+/// A random phase spreads them out; an open batch still waits at most
+/// `interval`.
+#[derive(Debug, Clone, Copy)]
+struct FlushGrid {
+    origin: Instant,
+    interval: std::time::Duration,
+}
+
+impl FlushGrid {
+    fn new(now: Instant, interval: std::time::Duration) -> Self {
+        let phase = interval.mul_f64(rand::random::<f64>());
+        Self {
+            origin: now + phase,
+            interval,
+        }
+    }
+
+    /// The first tick after `now` (at most `interval` later).
+    fn next_after(&self, now: Instant) -> Instant {
+        let Some(since) = now.checked_duration_since(self.origin) else {
+            return self.origin;
+        };
+        let step = self.interval.as_nanos().max(1);
+        let ticks = since.as_nanos() / step + 1;
+        let offset = u64::try_from(ticks * step).unwrap_or(u64::MAX);
+        self.origin
+            .checked_add(std::time::Duration::from_nanos(offset))
+            .unwrap_or(now + self.interval)
     }
 }
 
@@ -347,5 +389,33 @@ mod tests {
         stamp_ages(&mut batch, &completed, sent);
         let ages: Vec<u64> = batch.iter().map(|o| o.age_us).collect();
         assert_eq!(ages, [9_750, 0, 0]);
+    }
+
+    #[test]
+    fn flushes_fall_on_the_clients_grid_within_one_interval() {
+        let interval = Duration::from_millis(10);
+        let start = tokio::time::Instant::now();
+        for _ in 0..50 {
+            let grid = FlushGrid::new(start, interval);
+            assert!(grid.origin >= start && grid.origin < start + interval);
+            // Before the first tick: the first tick.
+            assert_eq!(grid.next_after(start), grid.origin);
+            for step_us in [0u64, 1, 2_500, 9_999, 10_000, 10_001, 123_456] {
+                let now = grid.origin + Duration::from_micros(step_us);
+                let at = grid.next_after(now);
+                assert!(
+                    at > now && at <= now + interval,
+                    "{step_us}: {:?}",
+                    at - now
+                );
+                let off = (at - grid.origin).as_nanos();
+                assert_eq!(off % interval.as_nanos(), 0, "{step_us}: off the grid");
+            }
+        }
+        // Clients started together get different phases.
+        let phases: std::collections::HashSet<_> = (0..20)
+            .map(|_| FlushGrid::new(start, interval).origin)
+            .collect();
+        assert!(phases.len() > 1);
     }
 }
