@@ -9,8 +9,15 @@
 //! Nothing here reads a clock: every method takes `now`, and [`Breaker::advance`]
 //! applies the deadlines (open timer, probe leases, override expiry) that are
 //! due, so callers schedule a timer for [`Breaker::next_deadline`].
+//!
+//! A coordinator holds one breaker per circuit, most of them closed and
+//! healthy, so a breaker keeps inline only what such a circuit uses: the
+//! policy is shared, and the rate window, the quorum memory and everything
+//! of open, half-open and overridden circuits sit behind boxes that are
+//! allocated when first needed.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::policy::Policy;
@@ -34,71 +41,125 @@ struct HeldLease {
     expires_at: Instant,
 }
 
-/// One circuit's breaker. See the [module docs](self).
+/// What a closed circuit that never tripped, was never overridden and never
+/// had its policy changed does not need: allocated by the first transition,
+/// override, policy change, or rejected, stale or ignored outcome, and kept
+/// from then on.
 #[derive(Debug, Clone)]
-pub struct Breaker {
-    policy: Policy,
+struct Cold {
     policy_version: u64,
-    seed: u64,
-    state: State,
-    generation: Generation,
+    /// Trips since the last full recovery (drives the open backoff).
+    consecutive_trips: u32,
     /// Deadline of `Open`; `None` while a forced-open override holds it.
     open_until: Option<Instant>,
     override_: Option<Override>,
-    /// Trips since the last full recovery (drives the open backoff).
-    consecutive_trips: u32,
-
-    // Closed-state counting (soft state).
-    consecutive_failures: u32,
-    /// Sequence number of the first failure of the current run.
-    run_start_seq: u64,
-    /// Completion instant of the earliest failure of the current run (only
-    /// meaningful while `consecutive_failures > 0`): a success that
-    /// completed before it was overtaken by the run and does not end it.
-    run_started_at: Instant,
-    /// Calls counted while closed, as a sequence.
-    seq: u64,
-    window: Option<Window>,
-    bad_nodes: Option<BadNodes>,
-
     // Half-open.
     leases: Vec<HeldLease>,
     next_lease: LeaseId,
     half_open_successes: u32,
-
-    /// The latest `now` seen, for counters of time windows.
-    last_seen: Instant,
-    totals: Counters,
     history: VecDeque<Transition>,
+    total_rejected: u64,
+    total_ignored: u64,
+    total_stale: u64,
+    total_leases_expired: u64,
+}
+
+impl Default for Cold {
+    fn default() -> Self {
+        Self {
+            policy_version: 1,
+            consecutive_trips: 0,
+            open_until: None,
+            override_: None,
+            leases: Vec::new(),
+            next_lease: 1,
+            half_open_successes: 0,
+            history: VecDeque::new(),
+            total_rejected: 0,
+            total_ignored: 0,
+            total_stale: 0,
+            total_leases_expired: 0,
+        }
+    }
+}
+
+/// The rate rules' window, while one of them is on.
+#[derive(Debug, Clone)]
+struct Windowed {
+    window: Window,
+    /// The latest `now` seen since the window exists, for its counters.
+    last_seen: Instant,
+}
+
+impl Windowed {
+    fn for_policy(policy: &Policy, now: Instant, last_seen: Instant) -> Option<Box<Self>> {
+        Window::for_policy(policy, now).map(|window| Box::new(Self { window, last_seen }))
+    }
+}
+
+/// The quorum rule's memory, while the rule is on.
+#[derive(Debug, Clone, Default)]
+struct Quorum {
+    nodes: BadNodes,
+    /// Calls counted while closed, as a sequence.
+    seq: u64,
+    /// Sequence number of the first failure of the current run.
+    run_start_seq: u64,
+}
+
+impl Quorum {
+    fn for_policy(policy: &Policy) -> Option<Box<Self>> {
+        (policy.quorum_nodes > 1).then(Box::default)
+    }
+}
+
+/// One circuit's breaker. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    /// Shared: every circuit on the same configured policy points at one.
+    policy: Arc<Policy>,
+    seed: u64,
+    generation: Generation,
+    // The totals every call moves (the rarer ones are in `Cold`).
+    total_allowed: u64,
+    total_successes: u64,
+    total_failures: u64,
+    /// Completion instant of the earliest failure of the current run (only
+    /// meaningful while `consecutive_failures > 0`): a success that
+    /// completed before it was overtaken by the run and does not end it.
+    run_started_at: Instant,
+    // Closed-state counting (soft state).
+    consecutive_failures: u32,
+    state: State,
+    window: Option<Box<Windowed>>,
+    quorum: Option<Box<Quorum>>,
+    cold: Option<Box<Cold>>,
 }
 
 impl Breaker {
     /// A closed breaker at `generation`. `seed` makes this circuit's open
-    /// jitter differ from other circuits' (use a hash of its name).
-    pub fn new(policy: Policy, generation: Generation, seed: u64, now: Instant) -> Self {
-        let window = Window::for_policy(&policy, now);
-        let bad_nodes = (policy.quorum_nodes > 1).then(BadNodes::default);
+    /// jitter differ from other circuits' (use a hash of its name). Pass an
+    /// `Arc<Policy>` to share one policy between many breakers.
+    pub fn new(
+        policy: impl Into<Arc<Policy>>,
+        generation: Generation,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
+        let policy = policy.into();
         Self {
+            window: Windowed::for_policy(&policy, now, now),
+            quorum: Quorum::for_policy(&policy),
             policy,
-            policy_version: 1,
             seed,
-            state: State::Closed,
             generation,
-            open_until: None,
-            override_: None,
-            consecutive_trips: 0,
-            consecutive_failures: 0,
-            run_start_seq: 0,
+            total_allowed: 0,
+            total_successes: 0,
+            total_failures: 0,
             run_started_at: now,
-            seq: 0,
-            window,
-            bad_nodes,
-            leases: Vec::new(),
-            next_lease: 1,
-            half_open_successes: 0,
-            last_seen: now,
-            totals: Counters::default(),
-            history: VecDeque::new(),
+            consecutive_failures: 0,
+            state: State::Closed,
+            cold: None,
         }
     }
 
@@ -107,13 +168,22 @@ impl Breaker {
     /// memory; soft counters start afresh and no probe is in flight. An
     /// open circuit without a deadline and without the forced-open override
     /// that would explain it is restored half-open, so it probes first.
-    pub fn restore(policy: Policy, seed: u64, saved: Persisted, now: Instant) -> Self {
+    pub fn restore(
+        policy: impl Into<Arc<Policy>>,
+        seed: u64,
+        saved: Persisted,
+        now: Instant,
+    ) -> Self {
         let mut b = Self::new(policy, saved.generation, seed, now);
-        b.consecutive_trips = saved.consecutive_trips;
-        b.override_ = saved.override_;
+        if saved.consecutive_trips > 0 {
+            b.cold_mut().consecutive_trips = saved.consecutive_trips;
+        }
+        if let Some(ov) = saved.override_ {
+            b.cold_mut().override_ = Some(ov);
+        }
         b.state = saved.state;
         if saved.state == State::Open {
-            b.open_until = saved.open_until;
+            b.cold_mut().open_until = saved.open_until;
             if b.held_open() && !b.forced_open() {
                 b.state = State::HalfOpen;
             }
@@ -128,16 +198,32 @@ impl Breaker {
             state: self.state,
             generation: self.generation,
             open_until: self.open_deadline(),
-            consecutive_trips: self.consecutive_trips,
-            override_: self.override_.clone(),
+            consecutive_trips: self.consecutive_trips(),
+            override_: self.override_().cloned(),
         }
+    }
+
+    fn cold_mut(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    fn open_until(&self) -> Option<Instant> {
+        self.cold.as_ref().and_then(|c| c.open_until)
+    }
+
+    fn leases(&self) -> &[HeldLease] {
+        self.cold.as_ref().map_or(&[], |c| &c.leases)
+    }
+
+    fn override_kind(&self) -> Option<OverrideKind> {
+        self.override_().map(|o| o.kind)
     }
 
     /// Asks to make a call at `now`.
     pub fn acquire(&mut self, node: NodeId, now: Instant) -> Decision {
         let _ = node; // Leases are fleet-wide; the node matters only to reports.
         self.advance(now);
-        let decision = match self.override_.as_ref().map(|o| (o.kind, o.expires_at)) {
+        let decision = match self.override_().map(|o| (o.kind, o.expires_at)) {
             Some((OverrideKind::ForcedOpen, expires_at)) => Decision::Reject {
                 generation: self.generation,
                 state: self.state,
@@ -154,9 +240,9 @@ impl Breaker {
             None => self.decide(now),
         };
         if decision.is_allowed() {
-            self.totals.total_allowed += 1;
+            self.total_allowed += 1;
         } else {
-            self.totals.total_rejected += 1;
+            self.cold_mut().total_rejected += 1;
         }
         decision
     }
@@ -179,17 +265,19 @@ impl Breaker {
                 retry_after: self.open_remaining(now),
             },
             State::HalfOpen => {
-                if self.leases.len() < self.policy.half_open_max_probes as usize {
-                    let id = self.next_lease;
-                    self.next_lease += 1;
-                    let ttl = self.policy.probe_lease;
-                    self.leases.push(HeldLease {
+                let max_probes = self.policy.half_open_max_probes as usize;
+                let ttl = self.policy.probe_lease;
+                let cold = self.cold_mut();
+                if cold.leases.len() < max_probes {
+                    let id = cold.next_lease;
+                    cold.next_lease += 1;
+                    cold.leases.push(HeldLease {
                         id,
                         expires_at: now + ttl,
                     });
                     self.allow(Some(Lease { id, ttl }))
                 } else {
-                    let first_free = self.leases.iter().map(|l| l.expires_at).min();
+                    let first_free = cold.leases.iter().map(|l| l.expires_at).min();
                     Decision::Reject {
                         generation: self.generation,
                         state: State::HalfOpen,
@@ -216,7 +304,7 @@ impl Breaker {
     pub fn record(&mut self, report: &Report, now: Instant) -> Recorded {
         self.advance(now);
         if report.generation != self.generation {
-            self.totals.total_stale += 1;
+            self.cold_mut().total_stale += 1;
             return Recorded::Stale;
         }
         match self.state {
@@ -224,18 +312,22 @@ impl Breaker {
             State::HalfOpen => {
                 let held = report
                     .lease
-                    .and_then(|id| self.leases.iter().position(|l| l.id == id));
+                    .and_then(|id| self.leases().iter().position(|l| l.id == id));
                 let Some(index) = held else {
-                    self.totals.total_stale += 1;
+                    self.cold_mut().total_stale += 1;
                     return Recorded::Stale;
                 };
-                self.leases.swap_remove(index);
+                self.cold_mut().leases.swap_remove(index);
                 self.count_total(report.outcome);
                 match report.outcome {
                     Outcome::Success => {
-                        self.half_open_successes += 1;
-                        if self.half_open_successes >= self.policy.successes_to_close {
-                            self.consecutive_trips = 0;
+                        let successes = {
+                            let cold = self.cold_mut();
+                            cold.half_open_successes += 1;
+                            cold.half_open_successes
+                        };
+                        if successes >= self.policy.successes_to_close {
+                            self.cold_mut().consecutive_trips = 0;
                             self.transition(State::Closed, TransitionCause::ProbesSucceeded, now);
                         }
                     }
@@ -247,7 +339,7 @@ impl Breaker {
             // move. Anything else under an open generation was never allowed.
             State::Open if self.shadow() => self.count_total(report.outcome),
             State::Open => {
-                self.totals.total_stale += 1;
+                self.cold_mut().total_stale += 1;
                 return Recorded::Stale;
             }
         }
@@ -256,9 +348,9 @@ impl Breaker {
 
     fn count_total(&mut self, outcome: Outcome) {
         match outcome {
-            Outcome::Success => self.totals.total_successes += 1,
-            Outcome::Failure => self.totals.total_failures += 1,
-            Outcome::Ignored => self.totals.total_ignored += 1,
+            Outcome::Success => self.total_successes += 1,
+            Outcome::Failure => self.total_failures += 1,
+            Outcome::Ignored => self.cold_mut().total_ignored += 1,
         }
     }
 
@@ -270,8 +362,10 @@ impl Breaker {
             Outcome::Failure => true,
         };
         let slow = report.latency >= self.policy.slow_call_duration;
-        let seq = self.seq;
-        self.seq += 1;
+        let seq = self.quorum.as_mut().map_or(0, |q| {
+            q.seq += 1;
+            q.seq - 1
+        });
         // "Consecutive" is in completion order, not arrival order: nodes
         // batch successes but send failures at once, so a success from
         // before a run began can land after some of its failures.
@@ -279,7 +373,9 @@ impl Breaker {
         if failure {
             let at = completed.unwrap_or(now);
             if self.consecutive_failures == 0 {
-                self.run_start_seq = seq;
+                if let Some(q) = &mut self.quorum {
+                    q.run_start_seq = seq;
+                }
                 self.run_started_at = at;
             } else if at < self.run_started_at {
                 self.run_started_at = at;
@@ -295,19 +391,13 @@ impl Breaker {
             self.consecutive_failures = 0;
         }
         if let Some(w) = &mut self.window {
-            w.push(now, failure, slow);
+            w.window.push(now, failure, slow);
         }
         let bad = failure || (slow && self.policy.slow_call_rate_threshold > 0.0);
-        if let (true, Some(q)) = (bad, &mut self.bad_nodes) {
-            q.note(report.node, seq, now);
+        if let (true, Some(q)) = (bad, &mut self.quorum) {
+            q.nodes.note(report.node, seq, now);
         }
-        if matches!(
-            self.override_,
-            Some(Override {
-                kind: OverrideKind::ForcedClosed,
-                ..
-            })
-        ) {
+        if self.override_kind() == Some(OverrideKind::ForcedClosed) {
             return;
         }
         if let Some(cause) = self.trip_cause(now) {
@@ -318,24 +408,30 @@ impl Breaker {
     /// The rule that trips the circuit now, if any.
     fn trip_cause(&self, now: Instant) -> Option<TransitionCause> {
         let p = &self.policy;
+        // Call sequence numbers exist only while the quorum rule is on;
+        // without it `quorum_since` ignores them.
+        let (seq, run_start_seq) = self
+            .quorum
+            .as_ref()
+            .map_or((0, 0), |q| (q.seq, q.run_start_seq));
         let quorum_since = |min_seq: u64, min_at: Option<Instant>| {
-            self.bad_nodes
+            self.quorum
                 .as_ref()
-                .is_none_or(|q| q.count_since(min_seq, min_at) >= p.quorum_nodes)
+                .is_none_or(|q| q.nodes.count_since(min_seq, min_at) >= p.quorum_nodes)
         };
         if p.consecutive_failures > 0
             && self.consecutive_failures >= p.consecutive_failures
-            && quorum_since(self.run_start_seq, None)
+            && quorum_since(run_start_seq, None)
         {
             return Some(TransitionCause::ConsecutiveFailures);
         }
-        let window = self.window.as_ref()?;
+        let window = &self.window.as_ref()?.window;
         let t = window.totals(now);
         if t.calls == 0 || t.calls < u64::from(p.minimum_calls) {
             return None;
         }
         let window_quorum = || match window {
-            Window::Count(_) => quorum_since(self.seq.saturating_sub(p.window_size), None),
+            Window::Count(_) => quorum_since(seq.saturating_sub(p.window_size), None),
             Window::Time(_) => {
                 quorum_since(0, now.checked_sub(Duration::from_millis(p.window_size)))
             }
@@ -358,12 +454,14 @@ impl Breaker {
 
     /// Opens the circuit for the backed-off, jittered open duration.
     fn trip(&mut self, cause: TransitionCause, now: Instant) {
-        self.consecutive_trips = self.consecutive_trips.saturating_add(1);
-        let base = self
-            .policy
-            .open_duration_before_jitter(self.consecutive_trips);
+        let trips = {
+            let cold = self.cold_mut();
+            cold.consecutive_trips = cold.consecutive_trips.saturating_add(1);
+            cold.consecutive_trips
+        };
+        let base = self.policy.open_duration_before_jitter(trips);
         let unit = unit_sample(self.seed, self.generation.wrapping_add(1));
-        self.open_until = Some(now + self.policy.jittered(base, unit));
+        self.cold_mut().open_until = Some(now + self.policy.jittered(base, unit));
         self.transition(State::Open, cause, now);
     }
 
@@ -374,25 +472,33 @@ impl Breaker {
         let from = self.state;
         self.state = to;
         self.generation += 1;
-        if to != State::Open {
-            self.open_until = None;
-        }
         self.consecutive_failures = 0;
-        self.run_start_seq = 0;
-        self.seq = 0;
-        self.window = Window::for_policy(&self.policy, now);
-        if let Some(q) = &mut self.bad_nodes {
-            q.clear();
+        // The policy is unchanged, so a window stays a window: refill it
+        // in its box.
+        if let Some(w) = &mut self.window
+            && let Some(fresh) = Window::for_policy(&self.policy, now)
+        {
+            w.window = fresh;
         }
-        self.leases.clear();
-        self.half_open_successes = 0;
-        if self.history.len() == HISTORY_LEN {
-            self.history.pop_back();
+        if let Some(q) = &mut self.quorum {
+            q.nodes.clear();
+            q.seq = 0;
+            q.run_start_seq = 0;
         }
-        self.history.push_front(Transition {
+        let generation = self.generation;
+        let cold = self.cold_mut();
+        if to != State::Open {
+            cold.open_until = None;
+        }
+        cold.leases.clear();
+        cold.half_open_successes = 0;
+        if cold.history.len() == HISTORY_LEN {
+            cold.history.pop_back();
+        }
+        cold.history.push_front(Transition {
             from,
             to,
-            generation: self.generation,
+            generation,
             at: now,
             cause,
         });
@@ -402,10 +508,16 @@ impl Breaker {
     /// elapsed open timer moves to half-open, expired probe leases are taken
     /// back. Idempotent; every other method calls it first.
     pub fn advance(&mut self, now: Instant) {
-        if now > self.last_seen {
-            self.last_seen = now;
+        if let Some(w) = &mut self.window
+            && now > w.last_seen
+        {
+            w.last_seen = now;
         }
-        if self
+        let Some(cold) = self.cold.as_deref() else {
+            // No override, no deadline, no lease: nothing can be due.
+            return;
+        };
+        if cold
             .override_
             .as_ref()
             .and_then(|o| o.expires_at)
@@ -413,45 +525,49 @@ impl Breaker {
         {
             self.lift_override(TransitionCause::OverrideExpired, now);
         }
-        if self.state == State::Open && self.open_until.is_some_and(|t| t <= now) {
+        if self.state == State::Open && self.open_until().is_some_and(|t| t <= now) {
             self.transition(State::HalfOpen, TransitionCause::OpenElapsed, now);
         }
         if self.state == State::HalfOpen {
-            let before = self.leases.len();
-            self.leases.retain(|l| l.expires_at > now);
-            self.totals.total_leases_expired += (before - self.leases.len()) as u64;
+            let cold = self.cold_mut();
+            let before = cold.leases.len();
+            cold.leases.retain(|l| l.expires_at > now);
+            cold.total_leases_expired += (before - cold.leases.len()) as u64;
         }
     }
 
     /// The earliest instant at which [`advance`](Self::advance) has work to
     /// do, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let cold = self.cold.as_ref()?;
         let open = if self.state == State::Open {
-            self.open_until
+            cold.open_until
         } else {
             None
         };
-        let lease = self.leases.iter().map(|l| l.expires_at).min();
-        let over = self.override_.as_ref().and_then(|o| o.expires_at);
+        let lease = cold.leases.iter().map(|l| l.expires_at).min();
+        let over = cold.override_.as_ref().and_then(|o| o.expires_at);
         [open, lease, over].into_iter().flatten().min()
     }
 
     /// Replaces the policy. Counting restarts if the window's shape changed;
     /// the state and generation stay.
-    pub fn set_policy(&mut self, policy: Policy, now: Instant) {
+    pub fn set_policy(&mut self, policy: impl Into<Arc<Policy>>, now: Instant) {
+        let policy = policy.into();
         self.advance(now);
         let same_window = policy.window_kind == self.policy.window_kind
             && policy.window_size == self.policy.window_size
             && policy.window_buckets == self.policy.window_buckets
             && policy.uses_window() == self.policy.uses_window();
         if !same_window {
-            self.window = Window::for_policy(&policy, now);
+            let last_seen = self.window.as_ref().map_or(now, |w| w.last_seen);
+            self.window = Windowed::for_policy(&policy, now, last_seen);
         }
-        if (policy.quorum_nodes > 1) != self.bad_nodes.is_some() {
-            self.bad_nodes = (policy.quorum_nodes > 1).then(BadNodes::default);
+        if (policy.quorum_nodes > 1) != self.quorum.is_some() {
+            self.quorum = Quorum::for_policy(&policy);
         }
         self.policy = policy;
-        self.policy_version += 1;
+        self.cold_mut().policy_version += 1;
     }
 
     /// Sets an operator override (replacing any other) under a new
@@ -461,7 +577,7 @@ impl Breaker {
     pub fn set_override(&mut self, ov: Override, now: Instant) {
         self.advance(now);
         let kind = ov.kind;
-        self.override_ = Some(ov);
+        self.cold_mut().override_ = Some(ov);
         let to = match kind {
             OverrideKind::ForcedOpen => State::Open,
             OverrideKind::ForcedClosed => State::Closed,
@@ -471,7 +587,7 @@ impl Breaker {
             OverrideKind::Disabled => self.state,
         };
         if kind == OverrideKind::ForcedOpen {
-            self.open_until = None;
+            self.cold_mut().open_until = None;
         }
         self.transition(to, TransitionCause::OverrideSet, now);
     }
@@ -481,7 +597,7 @@ impl Breaker {
     /// the dependency before it resumes. Returns whether there was one.
     pub fn clear_override(&mut self, now: Instant) -> bool {
         self.advance(now);
-        if self.override_.is_none() {
+        if self.override_().is_none() {
             return false;
         }
         self.lift_override(TransitionCause::OverrideCleared, now);
@@ -489,14 +605,8 @@ impl Breaker {
     }
 
     fn lift_override(&mut self, cause: TransitionCause, now: Instant) {
-        let was_forced_open = matches!(
-            self.override_,
-            Some(Override {
-                kind: OverrideKind::ForcedOpen,
-                ..
-            })
-        );
-        self.override_ = None;
+        let was_forced_open = self.forced_open();
+        self.cold_mut().override_ = None;
         let to = if was_forced_open || self.held_open() {
             State::HalfOpen
         } else {
@@ -507,27 +617,15 @@ impl Breaker {
 
     /// Open with no deadline: only a forced-open override does that.
     fn held_open(&self) -> bool {
-        self.state == State::Open && self.open_until.is_none()
+        self.state == State::Open && self.open_until().is_none()
     }
 
     fn shadow(&self) -> bool {
-        matches!(
-            self.override_,
-            Some(Override {
-                kind: OverrideKind::Disabled,
-                ..
-            })
-        )
+        self.override_kind() == Some(OverrideKind::Disabled)
     }
 
     fn forced_open(&self) -> bool {
-        matches!(
-            self.override_,
-            Some(Override {
-                kind: OverrideKind::ForcedOpen,
-                ..
-            })
-        )
+        self.override_kind() == Some(OverrideKind::ForcedOpen)
     }
 
     /// Back to closed with fresh counters and no backoff memory, under a new
@@ -535,21 +633,15 @@ impl Breaker {
     /// circuit open.
     pub fn reset(&mut self, now: Instant) {
         self.advance(now);
-        self.consecutive_trips = 0;
-        let forced_open = matches!(
-            self.override_,
-            Some(Override {
-                kind: OverrideKind::ForcedOpen,
-                ..
-            })
-        );
+        self.cold_mut().consecutive_trips = 0;
+        let forced_open = self.forced_open();
         let to = if forced_open {
             State::Open
         } else {
             State::Closed
         };
         if forced_open {
-            self.open_until = None;
+            self.cold_mut().open_until = None;
         }
         self.transition(to, TransitionCause::Reset, now);
     }
@@ -569,20 +661,25 @@ impl Breaker {
         &self.policy
     }
 
+    /// The policy in force, shared.
+    pub fn shared_policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
     /// Grows by one on every policy change.
     pub fn policy_version(&self) -> u64 {
-        self.policy_version
+        self.cold.as_ref().map_or(1, |c| c.policy_version)
     }
 
     /// The operator override in force, if any.
     pub fn override_(&self) -> Option<&Override> {
-        self.override_.as_ref()
+        self.cold.as_ref().and_then(|c| c.override_.as_ref())
     }
 
     /// The open deadline, while open with one.
     pub fn open_deadline(&self) -> Option<Instant> {
         if self.state == State::Open {
-            self.open_until
+            self.open_until()
         } else {
             None
         }
@@ -596,7 +693,7 @@ impl Breaker {
 
     /// Trips since the last full recovery.
     pub fn consecutive_trips(&self) -> u32 {
-        self.consecutive_trips
+        self.cold.as_ref().map_or(0, |c| c.consecutive_trips)
     }
 
     /// Counters, with window totals as of the latest `now` seen.
@@ -604,29 +701,43 @@ impl Breaker {
         let t = self
             .window
             .as_ref()
-            .map(|w| w.totals(self.last_seen))
+            .map(|w| w.window.totals(w.last_seen))
             .unwrap_or_default();
+        let cold = self.cold.as_deref();
+        let rare = |f: fn(&Cold) -> u64| cold.map_or(0, f);
         Counters {
             consecutive_failures: self.consecutive_failures,
             window_calls: t.calls,
             window_failures: t.failures,
             window_slow_calls: t.slow,
-            probes_in_flight: self.leases.len() as u32,
-            half_open_successes: self.half_open_successes,
-            consecutive_trips: self.consecutive_trips,
-            ..self.totals
+            probes_in_flight: self.leases().len() as u32,
+            half_open_successes: cold.map_or(0, |c| c.half_open_successes),
+            consecutive_trips: self.consecutive_trips(),
+            total_allowed: self.total_allowed,
+            total_rejected: rare(|c| c.total_rejected),
+            total_successes: self.total_successes,
+            total_failures: self.total_failures,
+            total_ignored: rare(|c| c.total_ignored),
+            total_stale: rare(|c| c.total_stale),
+            total_leases_expired: rare(|c| c.total_leases_expired),
         }
+    }
+
+    /// Probe leases taken back so far (`counters().total_leases_expired`,
+    /// without computing the other counters).
+    pub fn leases_expired(&self) -> u64 {
+        self.cold.as_ref().map_or(0, |c| c.total_leases_expired)
     }
 
     /// Recent transitions, newest first, at most [`HISTORY_LEN`].
     pub fn history(&self) -> impl Iterator<Item = &Transition> {
-        self.history.iter()
+        self.cold.iter().flat_map(|c| c.history.iter())
     }
 
     /// Whether nothing would be lost by forgetting this breaker: closed, no
     /// override, no probe in flight.
     pub fn is_evictable(&self) -> bool {
-        self.state == State::Closed && self.override_.is_none() && self.leases.is_empty()
+        self.state == State::Closed && self.override_().is_none() && self.leases().is_empty()
     }
 }
 

@@ -1134,3 +1134,41 @@ proptest! {
         prop_assert_eq!(trip_index(threshold, &timed), trip_index(threshold, &unknown));
     }
 }
+
+/// A coordinator keeps one breaker per circuit (bench W6): a closed,
+/// healthy circuit must stay small inline and allocate nothing else, and
+/// breakers made from one `Arc<Policy>` share it.
+#[test]
+fn a_healthy_closed_breaker_stays_small() {
+    assert!(
+        std::mem::size_of::<Breaker>() <= 96,
+        "Breaker grew to {} bytes inline; move what closed, healthy circuits do not need into `Cold`",
+        std::mem::size_of::<Breaker>()
+    );
+    let t0 = Instant::now();
+    let shared = Arc::new(Policy::default());
+    let mut b = Breaker::new(Arc::clone(&shared), 1, 7, t0);
+    for (i, outcome) in [S, F, S, F, F, S].into_iter().enumerate() {
+        let now = t0 + Duration::from_millis(i as u64);
+        let generation = b.acquire(NodeId(1), now).generation();
+        let r = Report {
+            generation,
+            lease: None,
+            outcome,
+            latency: Duration::ZERO,
+            node: NodeId(1),
+            completed_at: None,
+        };
+        assert_eq!(b.record(&r, now), Recorded::Applied);
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert!(Arc::ptr_eq(b.shared_policy(), &shared));
+    assert!(
+        b.cold.is_none() && b.window.is_none() && b.quorum.is_none(),
+        "a healthy closed circuit allocated {b:?}"
+    );
+    // The first transition allocates the rest, and history works as before.
+    b.reset(t0);
+    assert!(b.cold.is_some());
+    assert_eq!(b.history().count(), 1);
+}

@@ -11,6 +11,7 @@
 //! Time comes from `tokio::time::Instant::now()`, so tests drive it with a
 //! paused clock.
 
+mod circuit_name;
 mod driver;
 mod error;
 mod glob;
@@ -21,7 +22,9 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -35,6 +38,7 @@ use dashmap::mapref::entry::Entry;
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 
+use circuit_name::CircuitName;
 pub use error::CoreError;
 pub use glob::glob_match;
 pub use name::{MAX_NAME_LEN, NameProblem, validate_circuit_name, validate_node_id};
@@ -312,9 +316,14 @@ fn outcome_index(outcome: Outcome) -> usize {
 }
 
 /// One circuit: its breaker behind a small lock of its own.
+///
+/// The registry may hold a million (bench W6), most of them closed and
+/// untouched by operators, so a circuit is one allocation (`Arc<Circuit>`,
+/// with the name inline when short) plus one word in the map, and whatever
+/// only some circuits need is boxed away (see `tests::a_circuit_is_small`).
 #[derive(Debug)]
 struct Circuit {
-    name: Arc<str>,
+    name: CircuitName,
     inner: Mutex<CircuitInner>,
     /// Milliseconds since the registry's epoch of the latest use.
     last_used: AtomicU64,
@@ -323,17 +332,89 @@ struct Circuit {
 #[derive(Debug)]
 struct CircuitInner {
     breaker: Breaker,
+    /// Only while the circuit has an admin policy or a deadline scheduled.
+    extra: Option<Box<CircuitExtra>>,
+    /// Removed from the map (deleted or evicted): whoever still holds the
+    /// `Arc` must look the name up again.
+    deleted: bool,
+}
+
+/// The parts of a circuit that most circuits never need.
+#[derive(Debug, Default)]
+struct CircuitExtra {
     /// Admin policy changes, layered over the configured policy.
     admin_spec: Option<PolicySpec>,
     /// Earliest deadline handed to the background driver and not yet fired.
     scheduled: Option<Instant>,
-    /// Removed from the map (deleted or evicted): whoever still holds the
-    /// `Arc` must look the name up again.
-    deleted: bool,
-    /// The breaker's `total_leases_expired` already added to the registry's
-    /// stats.
-    leases_expired_seen: u64,
 }
+
+impl CircuitInner {
+    fn new(breaker: Breaker, admin_spec: Option<PolicySpec>) -> Self {
+        Self {
+            breaker,
+            extra: admin_spec.map(|spec| {
+                Box::new(CircuitExtra {
+                    admin_spec: Some(spec),
+                    scheduled: None,
+                })
+            }),
+            deleted: false,
+        }
+    }
+
+    fn admin_spec(&self) -> Option<&PolicySpec> {
+        self.extra.as_ref().and_then(|e| e.admin_spec.as_ref())
+    }
+
+    fn set_admin_spec(&mut self, spec: PolicySpec) {
+        self.extra.get_or_insert_with(Box::default).admin_spec = Some(spec);
+    }
+
+    fn scheduled(&self) -> Option<Instant> {
+        self.extra.as_ref().and_then(|e| e.scheduled)
+    }
+
+    /// Notes the deadline handed to the driver, or (`None`) that it fired.
+    fn set_scheduled(&mut self, at: Option<Instant>) {
+        match (&mut self.extra, at) {
+            (Some(extra), None) if extra.admin_spec.is_none() => self.extra = None,
+            (Some(extra), at) => extra.scheduled = at,
+            (None, None) => {}
+            (None, Some(at)) => {
+                self.extra = Some(Box::new(CircuitExtra {
+                    admin_spec: None,
+                    scheduled: Some(at),
+                }));
+            }
+        }
+    }
+}
+
+/// A key of the registry's map: the circuit itself, found by its name, so
+/// that the map keeps no second copy of the name.
+#[derive(Debug, Clone)]
+struct CircuitKey(Arc<Circuit>);
+
+impl Borrow<str> for CircuitKey {
+    fn borrow(&self) -> &str {
+        &self.0.name
+    }
+}
+
+/// Hashes as the name's `str` does, as `Borrow<str>` requires.
+impl Hash for CircuitKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.name.as_str().hash(state);
+    }
+}
+
+impl PartialEq for CircuitKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for CircuitKey {}
 
 /// A deadline handed to the background driver: when, and which circuit.
 type TimerEntry = (Instant, Arc<str>);
@@ -358,13 +439,30 @@ impl Fingerprint {
     }
 }
 
+/// A breaker before a change: what watchers know of it, and how many probe
+/// leases it had taken back (the stats count the difference).
+#[derive(Debug, Clone, Copy)]
+struct Before {
+    fingerprint: Fingerprint,
+    leases_expired: u64,
+}
+
+impl Before {
+    fn of(b: &Breaker) -> Self {
+        Self {
+            fingerprint: Fingerprint::of(b),
+            leases_expired: b.leases_expired(),
+        }
+    }
+}
+
 /// The coordinator's circuits. Share it as `Arc<Registry>`; every method
 /// but the background task is synchronous and never blocks for long.
 #[derive(Debug)]
 pub struct Registry {
     config: RegistryConfig,
     resolver: PolicyResolver,
-    circuits: DashMap<Arc<str>, Arc<Circuit>>,
+    circuits: DashMap<CircuitKey, ()>,
     /// Circuits held or being created: reserved before insertion, so the
     /// cap is exact under concurrency.
     reserved: AtomicUsize,
@@ -420,10 +518,10 @@ fn check_audit(actor: &str, reason: &str) -> Result<(), CoreError> {
     field("reason", reason, MAX_REASON_LEN)
 }
 
-fn snapshot_of(name: &Arc<str>, inner: &CircuitInner, now: Instant) -> CircuitSnapshot {
+fn snapshot_of(name: &str, inner: &CircuitInner, now: Instant) -> CircuitSnapshot {
     let b = &inner.breaker;
     CircuitSnapshot {
-        name: name.clone(),
+        name: Arc::from(name),
         state: b.state(),
         generation: b.generation(),
         open_remaining: b.open_remaining(now),
@@ -465,11 +563,11 @@ impl Registry {
                 tracing::error!(circuit = %record.name, %problem, "store holds an invalid circuit name; skipped");
                 continue;
             }
-            let configured = registry.resolver.resolve(&record.name);
+            let configured = registry.resolver.resolve_shared(&record.name);
             let (policy, admin_spec) = match &record.admin_policy {
                 None => (configured, None),
                 Some(spec) => match configured.apply(spec) {
-                    Ok(p) => (p, Some(spec.clone())),
+                    Ok(p) => (Arc::new(p), Some(spec.clone())),
                     Err(e) => {
                         tracing::error!(circuit = %record.name, error = %e, "stored admin policy no longer valid over the configured policy; using the configured policy");
                         (configured, None)
@@ -479,16 +577,9 @@ impl Registry {
             let mut saved = record.to_persisted(clocks);
             saved.generation = saved.generation.max(floor);
             let breaker = Breaker::restore(policy, NodeId::from_name(&record.name).0, saved, now);
-            let name: Arc<str> = Arc::from(record.name.as_str());
             let circuit = Arc::new(Circuit {
-                name: name.clone(),
-                inner: Mutex::new(CircuitInner {
-                    breaker,
-                    admin_spec,
-                    scheduled: None,
-                    deleted: false,
-                    leases_expired_seen: 0,
-                }),
+                name: CircuitName::new(&record.name),
+                inner: Mutex::new(CircuitInner::new(breaker, admin_spec)),
                 last_used: AtomicU64::new(0),
             });
             // Nothing is written back: what restoring changed (a deadline
@@ -499,7 +590,7 @@ impl Registry {
             // Durable state is never dropped for the cap: restored circuits
             // count against it but are all kept.
             registry.reserved.fetch_add(1, Ordering::AcqRel);
-            registry.circuits.insert(name, circuit);
+            registry.circuits.insert(CircuitKey(circuit), ());
         }
         tracing::info!(
             circuits = registry.len(),
@@ -571,7 +662,7 @@ impl Registry {
         CircuitRecord::from_persisted(
             name,
             &inner.breaker.persisted(),
-            inner.admin_spec.clone(),
+            inner.admin_spec().cloned(),
             Clocks::at(now),
         )
     }
@@ -687,24 +778,20 @@ impl Registry {
 
     /// Adds the transitions and lease expiries the breaker made since
     /// `before` to the stats.
-    fn count_changes(&self, inner: &mut CircuitInner, before: &Fingerprint) {
-        let b = &inner.breaker;
-        if b.generation() != before.generation {
+    fn count_changes(&self, b: &Breaker, before: &Before) {
+        let generation = before.fingerprint.generation;
+        if b.generation() != generation {
             // Every generation step is one transition, recorded in history.
             let mut map = self.stats.transitions.lock();
-            for t in b.history().take_while(|t| t.generation > before.generation) {
+            for t in b.history().take_while(|t| t.generation > generation) {
                 *map.entry((t.from, t.to, t.cause)).or_insert(0) += 1;
             }
         }
-        // Leases only expire while half-open; skip the counters otherwise.
-        if before.state == State::HalfOpen || b.state() == State::HalfOpen {
-            let expired = b.counters().total_leases_expired;
-            if expired > inner.leases_expired_seen {
-                self.stats
-                    .leases_expired
-                    .fetch_add(expired - inner.leases_expired_seen, Ordering::Relaxed);
-                inner.leases_expired_seen = expired;
-            }
+        let expired = b.leases_expired().saturating_sub(before.leases_expired);
+        if expired > 0 {
+            self.stats
+                .leases_expired
+                .fetch_add(expired, Ordering::Relaxed);
         }
     }
 
@@ -729,7 +816,7 @@ impl Registry {
 
     fn lookup(&self, name: &str) -> Option<Arc<Circuit>> {
         // Clone the Arc and drop the shard guard before anyone locks it.
-        self.circuits.get(name).map(|c| c.value().clone())
+        self.circuits.get(name).map(|e| e.key().0.clone())
     }
 
     fn reserve_slot(&self) -> Result<(), CoreError> {
@@ -752,33 +839,33 @@ impl Registry {
         if let Some(c) = self.lookup(name) {
             return Ok(c);
         }
-        let policy = self.resolver.resolve(name);
-        let key: Arc<str> = Arc::from(name);
-        match self.circuits.entry(key.clone()) {
-            Entry::Occupied(e) => Ok(e.get().clone()),
+        let policy = self.resolver.resolve_shared(name);
+        let seed = NodeId::from_name(name).0;
+        // The map's key is the circuit itself, so it is built before the
+        // shard is locked; its breaker is built again with the real
+        // generation once the name is known to be free.
+        let circuit = Arc::new(Circuit {
+            name: CircuitName::new(name),
+            inner: Mutex::new(CircuitInner::new(
+                Breaker::new(Arc::clone(&policy), 0, seed, now),
+                None,
+            )),
+            last_used: AtomicU64::new(self.millis_since_epoch(now)),
+        });
+        match self.circuits.entry(CircuitKey(Arc::clone(&circuit))) {
+            Entry::Occupied(e) => Ok(e.key().0.clone()),
             Entry::Vacant(v) => {
                 self.reserve_slot()?;
-                let breaker = Breaker::new(
-                    policy,
-                    self.initial_generation(),
-                    NodeId::from_name(name).0,
-                    now,
-                );
-                let circuit = Arc::new(Circuit {
-                    name: key,
-                    inner: Mutex::new(CircuitInner {
-                        breaker,
-                        admin_spec: None,
-                        scheduled: None,
-                        deleted: false,
-                        leases_expired_seen: 0,
-                    }),
-                    last_used: AtomicU64::new(self.millis_since_epoch(now)),
-                });
-                // Announced while the shard is still locked, so no other
-                // event of this circuit can reach the hub before it.
-                let snapshot = snapshot_of(&circuit.name, &circuit.inner.lock(), now);
-                v.insert(circuit.clone());
+                let snapshot = {
+                    let mut inner = circuit.inner.lock();
+                    // Read under the shard lock, after any removal of this
+                    // name: the new circuit starts above its generations.
+                    inner.breaker = Breaker::new(policy, self.initial_generation(), seed, now);
+                    // Announced while the shard is still locked, so no other
+                    // event of this circuit can reach the hub before it.
+                    snapshot_of(&circuit.name, &inner, now)
+                };
+                v.insert(());
                 self.publish(Arc::new(snapshot));
                 self.stats.created.fetch_add(1, Ordering::Relaxed);
                 Ok(circuit)
@@ -809,7 +896,7 @@ impl Registry {
                 continue;
             }
             self.touch(&circuit, now);
-            let before = Fingerprint::of(&inner.breaker);
+            let before = Before::of(&inner.breaker);
             let result = f(&circuit, &mut inner);
             self.after_change(&circuit, &mut inner, before, now, now);
             return result;
@@ -825,12 +912,12 @@ impl Registry {
         &self,
         circuit: &Circuit,
         inner: &mut CircuitInner,
-        before: Fingerprint,
+        before: Before,
         now: Instant,
         not_before: Instant,
     ) {
-        self.count_changes(inner, &before);
-        if Fingerprint::of(&inner.breaker) != before {
+        self.count_changes(&inner.breaker, &before);
+        if Fingerprint::of(&inner.breaker) != before.fingerprint {
             self.publish(Arc::new(snapshot_of(&circuit.name, inner, now)));
             self.persist(circuit, inner, now);
         }
@@ -850,10 +937,12 @@ impl Registry {
             return;
         };
         let deadline = deadline.max(not_before);
-        if inner.scheduled.is_none_or(|s| deadline < s) {
-            inner.scheduled = Some(deadline);
+        if inner.scheduled().is_none_or(|s| deadline < s) {
+            inner.set_scheduled(Some(deadline));
             // Fails only when the driver has stopped (shutdown).
-            let _ = self.timers.send((deadline, circuit.name.clone()));
+            let _ = self
+                .timers
+                .send((deadline, Arc::from(circuit.name.as_str())));
         }
     }
 
@@ -972,7 +1061,7 @@ impl Registry {
                     cause: t.cause,
                 })
                 .collect(),
-            admin_policy: inner.admin_spec.clone(),
+            admin_policy: inner.admin_spec().cloned(),
         }
     }
 
@@ -985,7 +1074,7 @@ impl Registry {
 
     /// Snapshots of every circuit, ordered by name.
     fn snapshot_all(&self, now: Instant) -> Vec<Arc<CircuitSnapshot>> {
-        let mut all: Vec<Arc<Circuit>> = self.circuits.iter().map(|e| e.value().clone()).collect();
+        let mut all: Vec<Arc<Circuit>> = self.circuits.iter().map(|e| e.key().0.clone()).collect();
         all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         all.iter()
             .filter_map(|c| {
@@ -1013,8 +1102,8 @@ impl Registry {
         let candidates: Vec<Arc<Circuit>> = self
             .circuits
             .iter()
-            .filter(|e| e.key().starts_with(query.prefix.as_str()))
-            .map(|e| e.value().clone())
+            .filter(|e| e.key().0.name.starts_with(query.prefix.as_str()))
+            .map(|e| e.key().0.clone())
             .collect();
         let mut total_matching = 0u64;
         let mut after_token: Vec<Arc<Circuit>> = Vec::new();
@@ -1067,7 +1156,7 @@ impl Registry {
     ) -> Result<CircuitDetail, CoreError> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
-        let base = self.resolver.resolve(name);
+        let base = self.resolver.resolve_shared(name);
         // Refuse before creating anything when the change cannot be valid
         // even on a fresh circuit.
         if self.lookup(name).is_none() {
@@ -1075,13 +1164,10 @@ impl Registry {
         }
         let now = now();
         self.with_circuit(name, true, now, |circuit, inner| {
-            let merged = merge_spec(
-                inner.admin_spec.as_ref().unwrap_or(&PolicySpec::default()),
-                spec,
-            );
+            let merged = merge_spec(inner.admin_spec().unwrap_or(&PolicySpec::default()), spec);
             let policy = base.apply(&merged)?;
             let before = Self::record_of(&circuit.name, inner, now);
-            inner.admin_spec = Some(merged);
+            inner.set_admin_spec(merged);
             inner.breaker.set_policy(policy, now);
             let after = Self::record_of(&circuit.name, inner, now);
             self.audit(
@@ -1220,7 +1306,9 @@ impl Registry {
             .fetch_max(inner.breaker.generation(), Ordering::AcqRel);
         if self
             .circuits
-            .remove_if(&circuit.name, |_, c| Arc::ptr_eq(c, circuit))
+            .remove_if(circuit.name.as_str(), |key, ()| {
+                Arc::ptr_eq(&key.0, circuit)
+            })
             .is_some()
         {
             self.release_slot();
@@ -1234,7 +1322,8 @@ impl Registry {
         let now_ms = self.millis_since_epoch(now());
         let idle_ms = u64::try_from(self.config.idle_evict_after.as_millis()).unwrap_or(u64::MAX);
         let mut evicted = 0;
-        self.circuits.retain(|name, circuit| {
+        self.circuits.retain(|key, ()| {
+            let (circuit, name) = (&key.0, key.0.name.as_str());
             if now_ms.saturating_sub(circuit.last_used.load(Ordering::Relaxed)) < idle_ms
                 || self.watched.contains_key(name)
             {
@@ -1247,7 +1336,7 @@ impl Registry {
             if inner.deleted {
                 return false;
             }
-            if inner.admin_spec.is_some() || !inner.breaker.is_evictable() {
+            if inner.admin_spec().is_some() || !inner.breaker.is_evictable() {
                 return true;
             }
             inner.deleted = true;
@@ -1274,10 +1363,10 @@ impl Registry {
         if inner.deleted {
             return;
         }
-        if inner.scheduled.is_some_and(|s| s <= now) {
-            inner.scheduled = None;
+        if inner.scheduled().is_some_and(|s| s <= now) {
+            inner.set_scheduled(None);
         }
-        let before = Fingerprint::of(&inner.breaker);
+        let before = Before::of(&inner.breaker);
         inner.breaker.advance(now);
         // A deadline that `advance` left due must not spin the driver.
         self.after_change(

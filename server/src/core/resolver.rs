@@ -2,9 +2,17 @@
 //! configured name pattern that matches, in order (later patterns win field
 //! by field). Per-circuit admin changes are layered on top by the registry.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use breakerd_policy::{InvalidPolicy, Policy, PolicySpec};
+use parking_lot::Mutex;
 
 use super::glob::glob_match;
+
+/// Most distinct combinations of matching patterns whose policy is kept for
+/// sharing; circuits of further combinations get a policy of their own.
+const MAX_SHARED_COMBINATIONS: usize = 1024;
 
 /// Why the policy configuration was refused, with where in the config the
 /// problem is.
@@ -36,21 +44,29 @@ pub enum ResolverError {
     },
 }
 
+/// The policy of a combination of patterns, and the error of their merge
+/// when they conflicted.
+type Combined = (Arc<Policy>, Option<InvalidPolicy>);
+
 /// Resolves the configured policy of a circuit name. Cheap to query; built
 /// once from config.
+///
+/// Every circuit keeps its policy, so [`resolve_shared`](Self::resolve_shared)
+/// hands circuits with the same matching patterns one shared policy instead
+/// of a copy each.
 #[derive(Debug, Clone)]
 pub struct PolicyResolver {
-    defaults: Policy,
+    defaults: Arc<Policy>,
     patterns: Vec<(String, PolicySpec)>,
+    /// The policy of each combination of matching patterns (by index) seen
+    /// so far, and how its patterns conflicted, if they did.
+    combinations: Arc<Mutex<HashMap<Vec<usize>, Combined>>>,
 }
 
 impl Default for PolicyResolver {
     /// Built-in defaults and no patterns.
     fn default() -> Self {
-        Self {
-            defaults: Policy::default(),
-            patterns: Vec::new(),
-        }
+        Self::build(Policy::default(), Vec::new())
     }
 }
 
@@ -80,7 +96,15 @@ impl PolicyResolver {
                     source,
                 })?;
         }
-        Ok(Self { defaults, patterns })
+        Ok(Self::build(defaults, patterns))
+    }
+
+    fn build(defaults: Policy, patterns: Vec<(String, PolicySpec)>) -> Self {
+        Self {
+            defaults: Arc::new(defaults),
+            patterns,
+            combinations: Arc::default(),
+        }
     }
 
     /// The configured policy of `name`: defaults, then every matching
@@ -91,34 +115,53 @@ impl PolicyResolver {
     /// other's `open_max_ms`). Then the patterns are applied one at a time
     /// and any that would make the policy invalid is skipped, with a warning.
     pub fn resolve(&self, name: &str) -> Policy {
-        let mut merged = PolicySpec::default();
-        let mut matched = 0;
-        for (pattern, spec) in &self.patterns {
-            if glob_match(pattern, name) {
-                merged = merge_spec(&merged, spec);
-                matched += 1;
+        Policy::clone(&self.resolve_shared(name))
+    }
+
+    /// [`resolve`](Self::resolve), shared: names with the same matching
+    /// patterns (all names matching none, typically) get the same `Arc`.
+    pub fn resolve_shared(&self, name: &str) -> Arc<Policy> {
+        let matched: Vec<usize> = (self.patterns.iter().enumerate())
+            .filter(|(_, (pattern, _))| glob_match(pattern, name))
+            .map(|(index, _)| index)
+            .collect();
+        if matched.is_empty() {
+            return Arc::clone(&self.defaults);
+        }
+        let known = self.combinations.lock().get(&matched).cloned();
+        let (policy, conflict) = known.unwrap_or_else(|| {
+            let resolved = self.combine(&matched);
+            let mut combinations = self.combinations.lock();
+            if combinations.len() < MAX_SHARED_COMBINATIONS {
+                combinations.insert(matched, resolved.clone());
             }
+            resolved
+        });
+        if let Some(err) = conflict {
+            tracing::warn!(
+                circuit = name,
+                error = %err,
+                "matching config patterns combine into an invalid policy; skipping the ones that conflict"
+            );
         }
-        if matched == 0 {
-            return self.defaults.clone();
-        }
+        policy
+    }
+
+    /// The policy of the patterns at `matched` (indices, in order) over the
+    /// defaults.
+    fn combine(&self, matched: &[usize]) -> Combined {
+        let specs = || matched.iter().map(|&i| &self.patterns[i].1);
+        let merged = specs().fold(PolicySpec::default(), |m, spec| merge_spec(&m, spec));
         match self.defaults.apply(&merged) {
-            Ok(policy) => policy,
+            Ok(policy) => (Arc::new(policy), None),
             Err(err) => {
-                tracing::warn!(
-                    circuit = name,
-                    error = %err,
-                    "matching config patterns combine into an invalid policy; skipping the ones that conflict"
-                );
-                let mut policy = self.defaults.clone();
-                for (pattern, spec) in &self.patterns {
-                    if glob_match(pattern, name)
-                        && let Ok(p) = policy.apply(spec)
-                    {
+                let mut policy = Policy::clone(&self.defaults);
+                for spec in specs() {
+                    if let Ok(p) = policy.apply(spec) {
                         policy = p;
                     }
                 }
-                policy
+                (Arc::new(policy), Some(err))
             }
         }
     }
@@ -294,6 +337,23 @@ mod tests {
         let p = r.resolve("ab").to_spec();
         assert_eq!(p.open_base_ms, Some(500_000));
         assert_eq!(p.open_max_ms, Some(600_000));
+    }
+
+    #[test]
+    fn circuits_with_the_same_patterns_share_one_policy() {
+        let r = PolicyResolver::new(
+            PolicySpec::default(),
+            vec![("pay*".into(), cf(3)), ("*ments".into(), cf(4))],
+        )
+        .unwrap();
+        let shared = |a: &str, b: &str| Arc::ptr_eq(&r.resolve_shared(a), &r.resolve_shared(b));
+        assert!(shared("search", "recs"), "the defaults");
+        assert!(shared("payments", "payments"));
+        assert!(shared("payroll", "paypal"));
+        assert!(!shared("payroll", "payments"));
+        assert!(!shared("search", "payroll"));
+        assert_eq!(*r.resolve_shared("payments"), r.resolve("payments"));
+        assert_eq!(consecutive(&r.resolve_shared("payments")), Some(4));
     }
 
     #[test]

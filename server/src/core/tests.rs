@@ -816,3 +816,38 @@ async fn outcome_age_orders_the_consecutive_rule() {
     assert_eq!(r.report("b", &[huge]).unwrap().applied, 1);
     assert_eq!(r.get("c").unwrap().snapshot.state, State::Closed);
 }
+
+/// The registry may hold a million circuits (bench W6): a closed circuit
+/// without admin policy or deadline is one small allocation sharing the
+/// configured policy, and what an open circuit needed is given back once it
+/// has no deadline left.
+#[tokio::test(start_paused = true)]
+async fn a_circuit_is_small() {
+    // `Arc<Circuit>` allocates the circuit and two reference counts.
+    let allocated = std::mem::size_of::<Circuit>() + 2 * std::mem::size_of::<usize>();
+    assert!(
+        allocated <= 168,
+        "a circuit grew to {allocated} bytes; box what most circuits do not need"
+    );
+    assert_eq!(
+        std::mem::size_of::<CircuitKey>(),
+        std::mem::size_of::<usize>()
+    );
+
+    let r = registry(spec(3, 1_000, 10_000), RegistryConfig::default());
+    r.acquire("a", "n").unwrap();
+    r.acquire("b", "n").unwrap();
+    let (a, b) = (r.lookup("a").unwrap(), r.lookup("b").unwrap());
+    assert!(Arc::ptr_eq(
+        a.inner.lock().breaker.shared_policy(),
+        b.inner.lock().breaker.shared_policy()
+    ));
+    assert!(a.inner.lock().extra.is_none());
+
+    trip(&r, "a", 3);
+    let deadline = a.inner.lock().scheduled().expect("open deadline scheduled");
+    r.fire_deadline("a", deadline);
+    let inner = a.inner.lock();
+    assert_eq!(inner.breaker.state(), State::HalfOpen);
+    assert!(inner.extra.is_none(), "nothing left scheduled: {inner:?}");
+}
