@@ -81,15 +81,20 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> std::fmt::Result {
+        // Built here and copied once: the span's own buffer starts empty,
+        // and growing it a few bytes at a time cost more than the rest.
+        let mut object = String::with_capacity(128);
+        let mut out = Writer::new(&mut object);
         let mut visitor = JsonObject {
-            out: &mut writer,
+            out: &mut out,
             first: true,
             result: Ok(()),
         };
         visitor.result = visitor.out.write_char('{');
         fields.record(&mut visitor);
         let JsonObject { out, result, .. } = visitor;
-        result.and_then(|()| out.write_char('}'))
+        result.and_then(|()| out.write_char('}'))?;
+        writer.write_str(&object)
     }
 
     fn add_fields(
