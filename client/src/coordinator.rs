@@ -71,6 +71,9 @@ pub(crate) struct Common {
     pub(crate) node_name: String,
     pub(crate) node: NodeId,
     pub(crate) client: BreakerClient<RpcChannel>,
+    /// The same channel, for `ReportStream` with its own codec (see
+    /// [`wire`](crate::wire)).
+    pub(crate) report_rpc: tonic::client::Grpc<RpcChannel>,
     link: AtomicU8,
     link_tx: watch::Sender<bool>,
     /// Wakes the watch task when an RPC found the coordinator unreachable.
@@ -238,7 +241,8 @@ impl Coordinator {
         let common = Arc::new(Common {
             node_name: config.node_id.clone(),
             node,
-            client: BreakerClient::new(channel),
+            client: BreakerClient::new(channel.clone()),
+            report_rpc: tonic::client::Grpc::new(channel),
             link: AtomicU8::new(Link::Unknown as u8),
             link_tx: watch::Sender::new(false),
             kick: Notify::new(),

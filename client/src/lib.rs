@@ -52,6 +52,7 @@ mod permit;
 pub mod report;
 pub mod trace;
 mod watch;
+mod wire;
 
 pub mod fallback;
 pub mod layer;

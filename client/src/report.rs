@@ -17,6 +17,10 @@
 //! consecutive failures in completion order: a success batched before a
 //! run of failures began cannot end that run by arriving after some of them.
 //!
+//! A batch names its circuits by index into a name table the report task
+//! shares with the stream's encoder (see [`wire`](crate::wire)), so an
+//! outcome costs no `String` on its way out.
+//!
 //! While the stream is down, outcomes are dropped (counted in
 //! `unsent_reports`): they feed the local breaker of degraded mode instead,
 //! and by the time the coordinator is back they would mostly be stale.
@@ -26,13 +30,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use breakerd_policy::Outcome;
-use breakerd_proto::v1 as pb;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::coordinator::{Common, Inner};
+use crate::wire::{self, Row};
 
 /// One outcome waiting to be sent: the circuit by registry index, so that
 /// queueing it copies 48 bytes and allocates nothing.
@@ -56,13 +59,8 @@ pub(crate) enum Item {
 
 type Waiters = Vec<oneshot::Sender<bool>>;
 
-fn outcome_to_proto(o: Outcome) -> i32 {
-    match o {
-        Outcome::Success => pb::Outcome::Success as i32,
-        Outcome::Failure => pb::Outcome::Failure as i32,
-        Outcome::Ignored => pb::Outcome::Ignored as i32,
-    }
-}
+/// Circuit names by registry index, shared with the batches in flight.
+type Names = Arc<Vec<Arc<str>>>;
 
 /// Drop what is queued (the stream is down) and answer flushes with false.
 fn discard(c: &Common, item: Item) {
@@ -78,17 +76,17 @@ fn discard(c: &Common, item: Item) {
 
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
     let c = Arc::clone(&inner.common);
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Names = Arc::default();
+    let node_id: Arc<str> = Arc::from(c.node_name.as_str());
     let mut attempt: u32 = 0;
     let grid = FlushGrid::new(Instant::now(), c.config.flush_interval);
     loop {
         // Connect only once there is something to send.
         let Some(first) = rx.recv().await else { return };
-        let (tx, req_rx) = mpsc::channel::<pb::ReportRequest>(8);
-        let mut client = c.client.clone();
+        let (tx, req_rx) = mpsc::channel::<wire::Batch>(8);
+        let mut client = c.report_rpc.clone();
         let deadline = c.config.connect_timeout + c.config.rpc_timeout;
-        let opened =
-            tokio::time::timeout(deadline, client.report_stream(ReceiverStream::new(req_rx))).await;
+        let opened = tokio::time::timeout(deadline, wire::report_stream(&mut client, req_rx)).await;
         let mut responses = match opened {
             Ok(Ok(r)) => r.into_inner(),
             _ => {
@@ -139,7 +137,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
             })
         };
         let mut reader = reader;
-        let mut batch: Vec<pb::OutcomeReport> = Vec::new();
+        let mut batch: Vec<Row> = Vec::new();
         // Completion instant of each outcome in `batch`, in the same order.
         let mut completed: Vec<std::time::Instant> = Vec::with_capacity(c.config.batch_size);
         let mut waiters: Waiters = Vec::new();
@@ -180,7 +178,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
                     if batch.len() >= c.config.batch_size
                         && !send(
                             &c,
-                            &tx,
+                            (&tx, &node_id, &names),
                             &pending,
                             (&mut batch, &mut completed),
                             &mut waiters,
@@ -202,7 +200,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
             }
             if !send(
                 &c,
-                &tx,
+                (&tx, &node_id, &names),
                 &pending,
                 (&mut batch, &mut completed),
                 &mut waiters,
@@ -274,15 +272,12 @@ impl FlushGrid {
 }
 
 /// The open batch: outcomes, and when each one's call completed.
-type Batch<'a> = (
-    &'a mut Vec<pb::OutcomeReport>,
-    &'a mut Vec<std::time::Instant>,
-);
+type Batch<'a> = (&'a mut Vec<Row>, &'a mut Vec<std::time::Instant>);
 
 /// Add an item to the batch; true when it must go out at once.
 fn take(
     inner: &Inner,
-    names: &mut Vec<String>,
+    names: &mut Names,
     (batch, completed): Batch<'_>,
     waiters: &mut Waiters,
     item: Item,
@@ -294,17 +289,23 @@ fn take(
         }
         Item::Report(q) => {
             let idx = q.idx as usize;
-            while names.len() <= idx {
-                match inner.circuit_at(names.len() as u32) {
-                    Some(s) => names.push(s.name.to_string()),
-                    None => return false,
+            if names.len() <= idx {
+                // A circuit first used since the last batch. Batches in
+                // flight keep the old table; this copies it at most once
+                // per new circuit.
+                let table = Arc::make_mut(names);
+                while table.len() <= idx {
+                    match inner.circuit_at(table.len() as u32) {
+                        Some(s) => table.push(Arc::clone(&s.name)),
+                        None => return false,
+                    }
                 }
             }
-            batch.push(pb::OutcomeReport {
-                circuit: names[idx].clone(),
+            batch.push(Row {
+                idx: q.idx,
                 generation: q.generation,
-                lease_id: q.lease,
-                outcome: outcome_to_proto(q.outcome),
+                lease: q.lease,
+                outcome: q.outcome,
                 latency_us: q.latency_us,
                 // Filled in when the batch is sent.
                 age_us: 0,
@@ -316,11 +317,7 @@ fn take(
 }
 
 /// Stamp each outcome with the time from its completion to `sent`.
-fn stamp_ages(
-    batch: &mut [pb::OutcomeReport],
-    completed: &[std::time::Instant],
-    sent: std::time::Instant,
-) {
+fn stamp_ages(batch: &mut [Row], completed: &[std::time::Instant], sent: std::time::Instant) {
     for (o, &done) in batch.iter_mut().zip(completed) {
         let age = sent.saturating_duration_since(done);
         o.age_us = u64::try_from(age.as_micros()).unwrap_or(u64::MAX);
@@ -330,7 +327,7 @@ fn stamp_ages(
 /// Send the batch (with its flush waiters). False when the stream is gone.
 async fn send(
     c: &Common,
-    tx: &mpsc::Sender<pb::ReportRequest>,
+    (tx, node_id, names): (&mpsc::Sender<wire::Batch>, &Arc<str>, &Names),
     pending: &Mutex<VecDeque<Waiters>>,
     (batch, completed): Batch<'_>,
     waiters: &mut Waiters,
@@ -357,11 +354,12 @@ async fn send(
     completed.clear();
     // The batch leaves with the request; the next one is probably about as
     // large. (A full-size Vec per batch was a 40 KB allocation every flush.)
-    let outcomes = std::mem::replace(batch, Vec::with_capacity(batch.len()));
+    let rows = std::mem::replace(batch, Vec::with_capacity(batch.len()));
     pending.lock().push_back(std::mem::take(waiters));
-    let req = pb::ReportRequest {
-        node_id: c.node_name.clone(),
-        outcomes,
+    let req = wire::Batch {
+        node_id: Arc::clone(node_id),
+        names: Arc::clone(names),
+        rows,
     };
     if tx.send(req).await.is_err() {
         c.stats.unsent_reports.fetch_add(n, Ordering::Relaxed);
@@ -387,7 +385,15 @@ mod tests {
             // A completion read after the send instant is just now.
             sent + Duration::from_millis(1),
         ];
-        let mut batch = vec![pb::OutcomeReport::default(); 3];
+        let row = Row {
+            idx: 0,
+            generation: 1,
+            lease: 0,
+            outcome: Outcome::Success,
+            latency_us: 0,
+            age_us: 0,
+        };
+        let mut batch = vec![row; 3];
         stamp_ages(&mut batch, &completed, sent);
         let ages: Vec<u64> = batch.iter().map(|o| o.age_us).collect();
         assert_eq!(ages, [9_750, 0, 0]);
