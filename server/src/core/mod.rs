@@ -861,12 +861,15 @@ impl Registry {
                     // Read under the shard lock, after any removal of this
                     // name: the new circuit starts above its generations.
                     inner.breaker = Breaker::new(policy, self.initial_generation(), seed, now);
-                    // Announced while the shard is still locked, so no other
-                    // event of this circuit can reach the hub before it.
                     snapshot_of(&circuit.name, &inner, now)
                 };
-                v.insert(());
+                // Announced while the shard is still locked (the guard
+                // `insert` returns holds it), so no other event of this
+                // circuit can reach the hub before it. `publish` only sends
+                // on the hub's channel: it never touches the map.
+                let shard = v.insert(());
                 self.publish(Arc::new(snapshot));
+                drop(shard);
                 self.stats.created.fetch_add(1, Ordering::Relaxed);
                 Ok(circuit)
             }

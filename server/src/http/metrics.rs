@@ -182,7 +182,7 @@ pub struct RpcMetricsService<S> {
 
 /// Takes one call out of `in_flight` when dropped, however the call ends.
 #[derive(Debug)]
-pub struct InFlight(Arc<MethodStats>);
+struct InFlight(Arc<MethodStats>);
 
 impl InFlight {
     fn start(stats: Arc<MethodStats>) -> Self {
