@@ -10,14 +10,14 @@ use std::time::Duration;
 use breakerd_policy::{NodeId, Outcome};
 use breakerd_proto::v1::breaker_client::BreakerClient;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::builder::{Builder, Config, RpcChannel};
 use crate::circuit::{Circuit, CircuitShared, validate_name};
 use crate::error::Error;
-use crate::report::{Item, Queued};
+use crate::report::{Queue, Queued};
 
 /// What the client believes about its coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub(crate) struct Common {
     pub(crate) kick: Notify,
     /// Wakes the report task for outcomes that must go out at once.
     pub(crate) urgent: Notify,
-    pub(crate) reports: mpsc::Sender<Item>,
+    pub(crate) reports: Queue,
     pub(crate) stats: AtomicStats,
     epoch: Instant,
 }
@@ -140,7 +140,7 @@ impl Common {
     /// probe outcomes wake the report task so they go out at once.
     pub(crate) fn enqueue(&self, q: Queued) {
         let urgent = q.outcome == Outcome::Failure || q.lease != 0;
-        if self.reports.try_send(Item::Report(q)).is_err() {
+        if !self.reports.push_report(q) {
             self.stats.dropped_reports.fetch_add(1, Ordering::Relaxed);
         } else if urgent {
             self.urgent.notify_one();
@@ -236,7 +236,6 @@ impl Coordinator {
         channel: RpcChannel,
         runtime: tokio::runtime::Handle,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(config.queue_capacity);
         let node = NodeId::from_name(&config.node_id);
         let common = Arc::new(Common {
             node_name: config.node_id.clone(),
@@ -247,7 +246,7 @@ impl Coordinator {
             link_tx: watch::Sender::new(false),
             kick: Notify::new(),
             urgent: Notify::new(),
-            reports: tx,
+            reports: Queue::new(config.queue_capacity),
             stats: AtomicStats::default(),
             epoch: Instant::now(),
             config,
@@ -261,7 +260,7 @@ impl Coordinator {
             registry_version: watch::Sender::new(0),
         });
         let watch = runtime.spawn(crate::watch::run(Arc::clone(&inner)));
-        let report = runtime.spawn(crate::report::run(Arc::clone(&inner), rx));
+        let report = runtime.spawn(crate::report::run(Arc::clone(&inner)));
         let tasks = Arc::new(TaskGuard {
             tasks: Mutex::new(vec![watch.abort_handle(), report.abort_handle()]),
         });
@@ -354,14 +353,7 @@ impl Coordinator {
     /// timeout.
     pub async fn flush(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .common
-            .reports
-            .send(Item::Flush(tx))
-            .await
-            .is_err()
-        {
+        if !self.inner.common.reports.push_flush(tx) {
             return false;
         }
         rx.await.unwrap_or(false)

@@ -1,7 +1,7 @@
 //! The report task: outcomes from a bounded queue to one `ReportStream`.
 //!
-//! Permits put outcomes into a bounded queue with `try_send` (a full queue
-//! drops the outcome and counts it in `dropped_reports`; the caller never
+//! Permits put outcomes into a bounded `Queue` (a full queue drops the
+//! outcome and counts it in `dropped_reports`; the caller never
 //! blocks). This task sends them in order over one bidirectional stream per
 //! coordinator, in batches: on the next tick of a per-client grid of
 //! `flush_interval` (10 ms) ticks with a random phase, so at most 10 ms after
@@ -18,7 +18,7 @@
 //! run of failures began cannot end that run by arriving after some of them.
 //!
 //! A batch names its circuits by index into a name table the report task
-//! shares with the stream's encoder (see [`wire`](crate::wire)), so an
+//! shares with the stream's encoder (see `wire.rs`), so an
 //! outcome costs no `String` on its way out.
 //!
 //! While the stream is down, outcomes are dropped (counted in
@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering;
 
 use breakerd_policy::Outcome;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::coordinator::{Common, Inner};
@@ -74,15 +74,31 @@ fn discard(c: &Common, item: Item) {
     }
 }
 
-pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
+/// Closes the queue when the task ends (aborted with its coordinator), so
+/// flushes waiting on it answer false instead of hanging.
+struct CloseOnDrop(Arc<Common>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.reports.close();
+    }
+}
+
+pub(crate) async fn run(inner: Arc<Inner>) {
     let c = Arc::clone(&inner.common);
+    let _close = CloseOnDrop(Arc::clone(&c));
     let mut names: Names = Arc::default();
     let node_id: Arc<str> = Arc::from(c.node_name.as_str());
     let mut attempt: u32 = 0;
     let grid = FlushGrid::new(Instant::now(), c.config.flush_interval);
+    // Items taken from the queue, in order, not handled yet. What a lost
+    // stream left here goes out first on the next one.
+    let mut inbox: Vec<Item> = Vec::new();
     loop {
         // Connect only once there is something to send.
-        let Some(first) = rx.recv().await else { return };
+        if inbox.is_empty() {
+            c.reports.next(&mut inbox).await;
+        }
         let (tx, req_rx) = mpsc::channel::<wire::Batch>(8);
         let mut client = c.report_rpc.clone();
         let deadline = c.config.connect_timeout + c.config.rpc_timeout;
@@ -90,7 +106,9 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
         let mut responses = match opened {
             Ok(Ok(r)) => r.into_inner(),
             _ => {
-                discard(&c, first);
+                for item in inbox.drain(..) {
+                    discard(&c, item);
+                }
                 let d = c.config.backoff.delay(attempt);
                 attempt = attempt.saturating_add(1);
                 // Keep draining while backing off: nothing may pile up
@@ -99,10 +117,11 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
                 loop {
                     tokio::select! {
                         () = tokio::time::sleep_until(until) => break,
-                        item = rx.recv() => match item {
-                            Some(item) => discard(&c, item),
-                            None => return,
-                        },
+                        () = c.reports.next(&mut inbox) => {
+                            for item in inbox.drain(..) {
+                                discard(&c, item);
+                            }
+                        }
                     }
                 }
                 continue;
@@ -141,51 +160,55 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
         // Completion instant of each outcome in `batch`, in the same order.
         let mut completed: Vec<std::time::Instant> = Vec::with_capacity(c.config.batch_size);
         let mut waiters: Waiters = Vec::new();
-        let mut next: Option<Item> = Some(first);
-        let lost = 'stream: loop {
+        // Ends only when the stream is lost.
+        'stream: loop {
             // Idle: wait for the first outcome of a batch. This is the only
             // wake-up a success costs; while a batch is open, successes are
-            // queued without waking anyone, and failures, probe outcomes and
-            // flush requests wake the task through `urgent`.
-            let item = match next.take() {
-                Some(item) => item,
-                None => tokio::select! {
+            // queued without waking anyone, and failures and probe outcomes
+            // wake the task through `urgent`.
+            if inbox.is_empty() {
+                tokio::select! {
                     biased;
-                    _ = &mut reader => break 'stream true,
-                    item = rx.recv() => match item {
-                        Some(item) => item,
-                        None => break 'stream false,
-                    },
-                },
-            };
-            let mut urgent = take(
-                &inner,
-                &mut names,
-                (&mut batch, &mut completed),
-                &mut waiters,
-                item,
-            );
+                    _ = &mut reader => break 'stream,
+                    () = c.reports.next(&mut inbox) => {}
+                }
+            }
+            let mut urgent = false;
             let flush_at = grid.next_after(Instant::now());
             loop {
-                while let Ok(item) = rx.try_recv() {
-                    urgent |= take(
-                        &inner,
-                        &mut names,
-                        (&mut batch, &mut completed),
-                        &mut waiters,
-                        item,
-                    );
-                    if batch.len() >= c.config.batch_size
-                        && !send(
-                            &c,
-                            (&tx, &node_id, &names),
-                            &pending,
+                // Handle what was taken, then what came meanwhile, until the
+                // queue is empty.
+                loop {
+                    let mut chunk = std::mem::take(&mut inbox);
+                    let mut items = chunk.drain(..);
+                    while let Some(item) = items.next() {
+                        urgent |= take(
+                            &inner,
+                            &mut names,
                             (&mut batch, &mut completed),
                             &mut waiters,
-                        )
-                        .await
-                    {
-                        break 'stream true;
+                            item,
+                        );
+                        if batch.len() >= c.config.batch_size
+                            && !send(
+                                &c,
+                                (&tx, &node_id, &names),
+                                &pending,
+                                (&mut batch, &mut completed),
+                                &mut waiters,
+                            )
+                            .await
+                        {
+                            inbox.extend(items);
+                            break 'stream;
+                        }
+                    }
+                    drop(items);
+                    // Both buffers keep their capacity: no allocation per
+                    // batch once they have grown.
+                    inbox = chunk;
+                    if !c.reports.take_now(&mut inbox) {
+                        break;
                     }
                 }
                 if urgent || Instant::now() >= flush_at {
@@ -193,7 +216,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
                 }
                 tokio::select! {
                     biased;
-                    _ = &mut reader => break 'stream true,
+                    _ = &mut reader => break 'stream,
                     () = c.urgent.notified() => urgent = true,
                     () = tokio::time::sleep_until(flush_at) => {}
                 }
@@ -207,9 +230,9 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
             )
             .await
             {
-                break true;
+                break;
             }
-        };
+        }
         drop(tx);
         reader.abort();
         c.stats
@@ -225,10 +248,117 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Item>) {
                 let _ = w.send(false);
             }
         }
-        if !lost {
-            return;
-        }
         tracing::debug!("report stream lost; reconnecting");
+    }
+}
+
+/// The bounded queue from permits to the report task.
+///
+/// A lock around a `Vec` the task swaps for an empty one: an outcome costs
+/// an uncontended lock and a push (a tokio mpsc cost several times that in
+/// block bookkeeping and semaphore permits, per outcome). The task is woken
+/// for the first item after it went idle; urgent outcomes wake it through
+/// `Common::urgent`.
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    /// Wakes the idle task (see `QueueState::idle`).
+    first: Notify,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: Vec<Item>,
+    /// The task found the queue empty and waits on `first`: the next push
+    /// must wake it.
+    idle: bool,
+    /// The task is gone: refuse everything.
+    closed: bool,
+}
+
+impl Queue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(QueueState::default()),
+            first: Notify::new(),
+            capacity,
+        }
+    }
+
+    /// Queue an outcome; false (and nothing queued) when the queue is full
+    /// or closed. Never blocks beyond a short lock.
+    pub(crate) fn push_report(&self, q: Queued) -> bool {
+        let wake = {
+            let mut s = self.state.lock();
+            if s.closed || s.items.len() >= self.capacity {
+                return false;
+            }
+            s.items.push(Item::Report(q));
+            std::mem::take(&mut s.idle)
+        };
+        if wake {
+            self.first.notify_one();
+        }
+        true
+    }
+
+    /// Queue a flush request behind everything queued so far (a request is
+    /// queued even when the queue is full: its caller waits for the
+    /// answer); false when closed.
+    pub(crate) fn push_flush(&self, tx: oneshot::Sender<bool>) -> bool {
+        let wake = {
+            let mut s = self.state.lock();
+            if s.closed {
+                return false;
+            }
+            s.items.push(Item::Flush(tx));
+            std::mem::take(&mut s.idle)
+        };
+        if wake {
+            self.first.notify_one();
+        }
+        true
+    }
+
+    /// Move everything queued into the empty `into`; false when nothing was.
+    fn take_now(&self, into: &mut Vec<Item>) -> bool {
+        debug_assert!(into.is_empty());
+        let mut s = self.state.lock();
+        if s.items.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut s.items, into);
+        true
+    }
+
+    /// Wait until something is queued, then move it all into the empty
+    /// `into`. Cancel-safe: nothing is taken unless it completes.
+    async fn next(&self, into: &mut Vec<Item>) {
+        loop {
+            {
+                let mut s = self.state.lock();
+                if !s.items.is_empty() {
+                    s.idle = false;
+                    std::mem::swap(&mut s.items, into);
+                    return;
+                }
+                s.idle = true;
+            }
+            // A push between the unlock and here stores a permit in
+            // `first`, so this returns at once: no wake-up is lost.
+            self.first.notified().await;
+        }
+    }
+
+    /// Refuse everything from now on and drop what is queued (flush
+    /// waiters then see false).
+    fn close(&self) {
+        let items = {
+            let mut s = self.state.lock();
+            s.closed = true;
+            std::mem::take(&mut s.items)
+        };
+        drop(items);
     }
 }
 
@@ -372,9 +502,102 @@ async fn send(
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Poll, Wake, Waker};
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    fn queued(generation: u64) -> Queued {
+        Queued {
+            idx: 0,
+            generation,
+            lease: 0,
+            outcome: Outcome::Success,
+            latency_us: 1,
+            completed: Instant::now(),
+        }
+    }
+
+    fn generations(items: &[Item]) -> Vec<Option<u64>> {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Report(q) => Some(q.generation),
+                Item::Flush(_) => None,
+            })
+            .collect()
+    }
+
+    /// A waker that records whether it was woken.
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_full_queue_refuses_outcomes_but_queues_flushes_in_order() {
+        let q = Queue::new(2);
+        assert!(q.push_report(queued(1)));
+        assert!(q.push_report(queued(2)));
+        assert!(!q.push_report(queued(3)), "beyond capacity");
+        let (tx, _rx) = oneshot::channel();
+        assert!(q.push_flush(tx), "a flush waits for no room");
+        let mut into = Vec::new();
+        assert!(q.take_now(&mut into));
+        assert_eq!(generations(&into), [Some(1), Some(2), None]);
+        // Taking frees the room.
+        assert!(q.push_report(queued(4)));
+        let mut rest = Vec::new();
+        assert!(q.take_now(&mut rest));
+        assert_eq!(generations(&rest), [Some(4)]);
+        assert!(!q.take_now(&mut Vec::new()), "empty");
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_everything_and_fails_waiting_flushes() {
+        let q = Queue::new(8);
+        let (tx, mut rx) = oneshot::channel();
+        assert!(q.push_flush(tx));
+        q.close();
+        assert!(
+            rx.try_recv().is_err(),
+            "the waiter is told (sender dropped)"
+        );
+        assert!(!q.push_report(queued(1)));
+        let (tx, _rx) = oneshot::channel();
+        assert!(!q.push_flush(tx));
+    }
+
+    #[test]
+    fn the_idle_task_is_woken_by_the_first_push_only() {
+        let q = Queue::new(8);
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(Arc::clone(&flag));
+        let mut cx = Context::from_waker(&waker);
+        let mut into = Vec::new();
+        {
+            let mut next = pin!(q.next(&mut into));
+            assert!(next.as_mut().poll(&mut cx).is_pending(), "nothing queued");
+            assert!(!flag.0.load(Ordering::SeqCst));
+            assert!(q.push_report(queued(1)));
+            assert!(flag.0.load(Ordering::SeqCst), "first push wakes");
+            assert!(next.as_mut().poll(&mut cx).is_ready());
+        }
+        assert_eq!(generations(&into), [Some(1)]);
+        // Busy (not idle): pushes do not wake anyone.
+        assert!(q.push_report(queued(2)));
+        assert!(!q.state.lock().idle);
+        into.clear();
+        let mut next = pin!(q.next(&mut into));
+        assert_eq!(next.as_mut().poll(&mut cx), Poll::Ready(()));
+    }
 
     #[test]
     fn ages_are_the_wait_from_completion_to_send() {
