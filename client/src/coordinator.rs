@@ -356,6 +356,8 @@ impl Coordinator {
         if !self.inner.common.reports.push_flush(tx) {
             return false;
         }
+        // An open batch goes out now rather than at its next tick.
+        self.inner.common.urgent.notify_one();
         rx.await.unwrap_or(false)
     }
 }

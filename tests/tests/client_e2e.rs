@@ -626,3 +626,27 @@ async fn first_use_seeds_the_cell_with_one_round_trip() {
     assert!(within("flush", n.flush()).await);
     server.stop().await.expect("clean stop");
 }
+
+/// `flush()` sends an open batch at once instead of leaving it to its tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_sends_an_open_batch_at_once() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start().await;
+    let n = Coordinator::builder()
+        .endpoint(format!("http://{}", server.addr))
+        .node_id("web-flush")
+        // Far past the test's deadline: only flush() can send the batch.
+        .flush_interval(Duration::from_secs(3600))
+        .build()
+        .expect("client config");
+    let c = n.circuit("ledger").expect("name");
+    c.acquire().await.expect("closed").success();
+    // A first call on another name is an Acquire round trip, ample time
+    // for the report task to open its stream and take the success into a
+    // batch, which then waits for its tick.
+    let d = n.circuit("ledger-2").expect("name");
+    d.acquire().await.expect("closed").success();
+    assert!(within("flush of an open batch", n.flush()).await);
+    assert_eq!(n.stats().sent_reports, 2);
+    server.stop().await.expect("clean stop");
+}
