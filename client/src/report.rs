@@ -288,30 +288,25 @@ impl Queue {
     /// Queue an outcome; false (and nothing queued) when the queue is full
     /// or closed. Never blocks beyond a short lock.
     pub(crate) fn push_report(&self, q: Queued) -> bool {
-        let wake = {
-            let mut s = self.state.lock();
-            if s.closed || s.items.len() >= self.capacity {
-                return false;
-            }
-            s.items.push(Item::Report(q));
-            std::mem::take(&mut s.idle)
-        };
-        if wake {
-            self.first.notify_one();
-        }
-        true
+        self.push(Item::Report(q), true)
     }
 
     /// Queue a flush request behind everything queued so far (a request is
     /// queued even when the queue is full: its caller waits for the
     /// answer); false when closed.
     pub(crate) fn push_flush(&self, tx: oneshot::Sender<bool>) -> bool {
+        self.push(Item::Flush(tx), false)
+    }
+
+    /// Queue `item` (refused when closed, or full and `bounded`), waking
+    /// the task if it was idle.
+    fn push(&self, item: Item, bounded: bool) -> bool {
         let wake = {
             let mut s = self.state.lock();
-            if s.closed {
+            if s.closed || (bounded && s.items.len() >= self.capacity) {
                 return false;
             }
-            s.items.push(Item::Flush(tx));
+            s.items.push(item);
             std::mem::take(&mut s.idle)
         };
         if wake {
