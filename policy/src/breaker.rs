@@ -43,8 +43,7 @@ struct HeldLease {
 
 /// What a closed circuit that never tripped, was never overridden and never
 /// had its policy changed does not need: allocated by the first transition,
-/// override, policy change, or rejected, stale or ignored outcome, and kept
-/// from then on.
+/// override, policy change or rejected call, and kept from then on.
 #[derive(Debug, Clone)]
 struct Cold {
     policy_version: u64,
@@ -59,8 +58,6 @@ struct Cold {
     half_open_successes: u32,
     history: VecDeque<Transition>,
     total_rejected: u64,
-    total_ignored: u64,
-    total_stale: u64,
     total_leases_expired: u64,
 }
 
@@ -76,8 +73,6 @@ impl Default for Cold {
             half_open_successes: 0,
             history: VecDeque::new(),
             total_rejected: 0,
-            total_ignored: 0,
-            total_stale: 0,
             total_leases_expired: 0,
         }
     }
@@ -120,10 +115,15 @@ pub struct Breaker {
     policy: Arc<Policy>,
     seed: u64,
     generation: Generation,
-    // The totals every call moves (the rarer ones are in `Cold`).
+    // The totals outcomes move (rejections and expired leases are in `Cold`).
     total_allowed: u64,
     total_successes: u64,
     total_failures: u64,
+    // Inline too, though rarer: stale outcomes follow every coordinator
+    // restart and dropped permits report `Ignored`, and neither should cost
+    // a healthy circuit its `Cold` box.
+    total_ignored: u64,
+    total_stale: u64,
     /// Completion instant of the earliest failure of the current run (only
     /// meaningful while `consecutive_failures > 0`): a success that
     /// completed before it was overtaken by the run and does not end it.
@@ -160,6 +160,8 @@ impl Breaker {
             total_allowed: 0,
             total_successes: 0,
             total_failures: 0,
+            total_ignored: 0,
+            total_stale: 0,
             run_started_at: now,
             last_success_at: None,
             consecutive_failures: 0,
@@ -309,7 +311,7 @@ impl Breaker {
     pub fn record(&mut self, report: &Report, now: Instant) -> Recorded {
         self.advance(now);
         if report.generation != self.generation {
-            self.cold_mut().total_stale += 1;
+            self.total_stale += 1;
             return Recorded::Stale;
         }
         match self.state {
@@ -319,7 +321,7 @@ impl Breaker {
                     .lease
                     .and_then(|id| self.leases().iter().position(|l| l.id == id));
                 let Some(index) = held else {
-                    self.cold_mut().total_stale += 1;
+                    self.total_stale += 1;
                     return Recorded::Stale;
                 };
                 self.cold_mut().leases.swap_remove(index);
@@ -344,7 +346,7 @@ impl Breaker {
             // move. Anything else under an open generation was never allowed.
             State::Open if self.shadow() => self.count_total(report.outcome),
             State::Open => {
-                self.cold_mut().total_stale += 1;
+                self.total_stale += 1;
                 return Recorded::Stale;
             }
         }
@@ -355,7 +357,7 @@ impl Breaker {
         match outcome {
             Outcome::Success => self.total_successes += 1,
             Outcome::Failure => self.total_failures += 1,
-            Outcome::Ignored => self.cold_mut().total_ignored += 1,
+            Outcome::Ignored => self.total_ignored += 1,
         }
     }
 
@@ -731,8 +733,8 @@ impl Breaker {
             total_rejected: rare(|c| c.total_rejected),
             total_successes: self.total_successes,
             total_failures: self.total_failures,
-            total_ignored: rare(|c| c.total_ignored),
-            total_stale: rare(|c| c.total_stale),
+            total_ignored: self.total_ignored,
+            total_stale: self.total_stale,
             total_leases_expired: rare(|c| c.total_leases_expired),
         }
     }

