@@ -1,15 +1,14 @@
 //! The report task: outcomes from a bounded queue to one `ReportStream`.
 //!
 //! Permits put outcomes into a bounded `Queue` (a full queue drops the
-//! outcome and counts it in `dropped_reports`; the caller never
-//! blocks). This task sends them in order over one bidirectional stream per
+//! outcome and counts it in `dropped_reports`; the caller never blocks).
+//! This task sends them in order over one bidirectional stream per
 //! coordinator, in batches: on the next tick of a per-client grid of
-//! `flush_interval` (10 ms) ticks with a random phase, so at most 10 ms after
-//! the first outcome of a batch (see `FlushGrid`), as soon as a batch is
-//! full (512), and at once
-//! when a failure or a probe outcome arrives, so the fleet trips within one
-//! flush of the failure that crosses the threshold and a returned probe
-//! lease is free again at once.
+//! `flush_interval` (10 ms) ticks with a random phase, so at most 10 ms
+//! after the first outcome of a batch (see `FlushGrid`); as soon as a batch
+//! is full (512); and at once when a failure, a probe outcome or a `flush()`
+//! arrives, so the fleet trips within one flush of the failure that crosses
+//! the threshold and a returned probe lease is free again at once.
 //!
 //! Each outcome carries the instant its call completed (read by the permit
 //! with the latency, so it costs no extra clock read); when its batch is sent
