@@ -155,10 +155,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             })
         };
         let mut reader = reader;
-        let mut batch: Vec<Row> = Vec::new();
-        // Completion instant of each outcome in `batch`, in the same order.
-        let mut completed: Vec<std::time::Instant> = Vec::with_capacity(c.config.batch_size);
-        let mut waiters: Waiters = Vec::new();
+        let mut open = OpenBatch::default();
         // Ends only when the stream is lost.
         'stream: loop {
             // Idle: wait for the first outcome of a batch. This is the only
@@ -181,22 +178,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     let mut chunk = std::mem::take(&mut inbox);
                     let mut items = chunk.drain(..);
                     while let Some(item) = items.next() {
-                        urgent |= take(
-                            &inner,
-                            &mut names,
-                            (&mut batch, &mut completed),
-                            &mut waiters,
-                            item,
-                        );
-                        if batch.len() >= c.config.batch_size
-                            && !send(
-                                &c,
-                                (&tx, &node_id, &names),
-                                &pending,
-                                (&mut batch, &mut completed),
-                                &mut waiters,
-                            )
-                            .await
+                        urgent |= open.take(&inner, &mut names, item);
+                        if open.rows.len() >= c.config.batch_size
+                            && !open.send(&c, (&tx, &node_id, &names), &pending).await
                         {
                             inbox.extend(items);
                             break 'stream;
@@ -220,28 +204,13 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     () = tokio::time::sleep_until(flush_at) => {}
                 }
             }
-            if !send(
-                &c,
-                (&tx, &node_id, &names),
-                &pending,
-                (&mut batch, &mut completed),
-                &mut waiters,
-            )
-            .await
-            {
+            if !open.send(&c, (&tx, &node_id, &names), &pending).await {
                 break;
             }
         }
         drop(tx);
         reader.abort();
-        c.stats
-            .unsent_reports
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        batch.clear();
-        completed.clear();
-        for w in waiters.drain(..) {
-            let _ = w.send(false);
-        }
+        open.abandon(&c);
         for ws in pending.lock().drain(..) {
             for w in ws {
                 let _ = w.send(false);
@@ -395,47 +364,108 @@ impl FlushGrid {
     }
 }
 
-/// The open batch: outcomes, and when each one's call completed.
-type Batch<'a> = (&'a mut Vec<Row>, &'a mut Vec<std::time::Instant>);
+/// The batch being filled: its outcomes, when each one's call completed
+/// (same order), and the flushes waiting for it.
+#[derive(Default)]
+struct OpenBatch {
+    rows: Vec<Row>,
+    completed: Vec<std::time::Instant>,
+    waiters: Waiters,
+}
 
-/// Add an item to the batch; true when it must go out at once.
-fn take(
-    inner: &Inner,
-    names: &mut Names,
-    (batch, completed): Batch<'_>,
-    waiters: &mut Waiters,
-    item: Item,
-) -> bool {
-    match item {
-        Item::Flush(w) => {
-            waiters.push(w);
-            true
+impl OpenBatch {
+    /// Add an item; true when the batch must go out at once.
+    fn take(&mut self, inner: &Inner, names: &mut Names, item: Item) -> bool {
+        match item {
+            Item::Flush(w) => {
+                self.waiters.push(w);
+                true
+            }
+            Item::Report(q) => {
+                let idx = q.idx as usize;
+                if names.len() <= idx {
+                    // A circuit first used since the last batch. Batches in
+                    // flight keep the old table; this copies it at most once
+                    // per new circuit.
+                    let table = Arc::make_mut(names);
+                    while table.len() <= idx {
+                        match inner.circuit_at(table.len() as u32) {
+                            Some(s) => table.push(Arc::clone(&s.name)),
+                            None => return false,
+                        }
+                    }
+                }
+                self.rows.push(Row {
+                    idx: q.idx,
+                    generation: q.generation,
+                    lease: q.lease,
+                    outcome: q.outcome,
+                    latency_us: q.latency_us,
+                    // Filled in when the batch is sent.
+                    age_us: 0,
+                });
+                self.completed.push(q.completed);
+                q.outcome == Outcome::Failure || q.lease != 0
+            }
         }
-        Item::Report(q) => {
-            let idx = q.idx as usize;
-            if names.len() <= idx {
-                // A circuit first used since the last batch. Batches in
-                // flight keep the old table; this copies it at most once
-                // per new circuit.
-                let table = Arc::make_mut(names);
-                while table.len() <= idx {
-                    match inner.circuit_at(table.len() as u32) {
-                        Some(s) => table.push(Arc::clone(&s.name)),
-                        None => return false,
+    }
+
+    /// Send the batch (with its flush waiters). False when the stream is
+    /// gone.
+    async fn send(
+        &mut self,
+        c: &Common,
+        (tx, node_id, names): (&mpsc::Sender<wire::Batch>, &Arc<str>, &Names),
+        pending: &Mutex<VecDeque<Waiters>>,
+    ) -> bool {
+        if self.rows.is_empty() {
+            if self.waiters.is_empty() {
+                return true;
+            }
+            // Nothing new to send: the flush completes with the last batch in
+            // flight, or at once when none is.
+            let mut p = pending.lock();
+            match p.back_mut() {
+                Some(last) => last.append(&mut self.waiters),
+                None => {
+                    for w in self.waiters.drain(..) {
+                        let _ = w.send(true);
                     }
                 }
             }
-            batch.push(Row {
-                idx: q.idx,
-                generation: q.generation,
-                lease: q.lease,
-                outcome: q.outcome,
-                latency_us: q.latency_us,
-                // Filled in when the batch is sent.
-                age_us: 0,
-            });
-            completed.push(q.completed);
-            q.outcome == Outcome::Failure || q.lease != 0
+            return true;
+        }
+        let n = self.rows.len() as u64;
+        stamp_ages(&mut self.rows, &self.completed, std::time::Instant::now());
+        self.completed.clear();
+        // The batch leaves with the request; the next one is probably about as
+        // large. (A full-size Vec per batch was a 40 KB allocation every flush.)
+        let next = Vec::with_capacity(self.rows.len());
+        let rows = std::mem::replace(&mut self.rows, next);
+        pending.lock().push_back(std::mem::take(&mut self.waiters));
+        let req = wire::Batch {
+            node_id: Arc::clone(node_id),
+            names: Arc::clone(names),
+            rows,
+        };
+        if tx.send(req).await.is_err() {
+            c.stats.unsent_reports.fetch_add(n, Ordering::Relaxed);
+            return false;
+        }
+        c.stats.sent_reports.fetch_add(n, Ordering::Relaxed);
+        c.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The stream is gone: count what was not sent and answer its flushes.
+    fn abandon(&mut self, c: &Common) {
+        c.stats
+            .unsent_reports
+            .fetch_add(self.rows.len() as u64, Ordering::Relaxed);
+        self.rows.clear();
+        self.completed.clear();
+        for w in self.waiters.drain(..) {
+            let _ = w.send(false);
         }
     }
 }
@@ -446,52 +476,6 @@ fn stamp_ages(batch: &mut [Row], completed: &[std::time::Instant], sent: std::ti
         let age = sent.saturating_duration_since(done);
         o.age_us = u64::try_from(age.as_micros()).unwrap_or(u64::MAX);
     }
-}
-
-/// Send the batch (with its flush waiters). False when the stream is gone.
-async fn send(
-    c: &Common,
-    (tx, node_id, names): (&mpsc::Sender<wire::Batch>, &Arc<str>, &Names),
-    pending: &Mutex<VecDeque<Waiters>>,
-    (batch, completed): Batch<'_>,
-    waiters: &mut Waiters,
-) -> bool {
-    if batch.is_empty() {
-        if waiters.is_empty() {
-            return true;
-        }
-        // Nothing new to send: the flush completes with the last batch in
-        // flight, or at once when none is.
-        let mut p = pending.lock();
-        match p.back_mut() {
-            Some(last) => last.append(waiters),
-            None => {
-                for w in waiters.drain(..) {
-                    let _ = w.send(true);
-                }
-            }
-        }
-        return true;
-    }
-    let n = batch.len() as u64;
-    stamp_ages(batch, completed, std::time::Instant::now());
-    completed.clear();
-    // The batch leaves with the request; the next one is probably about as
-    // large. (A full-size Vec per batch was a 40 KB allocation every flush.)
-    let rows = std::mem::replace(batch, Vec::with_capacity(batch.len()));
-    pending.lock().push_back(std::mem::take(waiters));
-    let req = wire::Batch {
-        node_id: Arc::clone(node_id),
-        names: Arc::clone(names),
-        rows,
-    };
-    if tx.send(req).await.is_err() {
-        c.stats.unsent_reports.fetch_add(n, Ordering::Relaxed);
-        return false;
-    }
-    c.stats.sent_reports.fetch_add(n, Ordering::Relaxed);
-    c.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
-    true
 }
 
 #[cfg(test)]
