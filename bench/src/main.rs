@@ -175,7 +175,9 @@ async fn run(args: Args) -> Result<(), String> {
     let launcher = Launcher {
         breakerd: breakerd_bin,
         redis_server: args.redis_server.clone(),
-        server_cpu: args.server_cpu.filter(|_| procs::have_taskset()),
+        server_cpu: args
+            .server_cpu
+            .filter(|_| breakerd_testkit::process::have_taskset()),
     };
     let want =
         |w: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(w));

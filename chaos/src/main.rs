@@ -330,7 +330,7 @@ async fn bench(cli: &Cli, bin: &Path, dir: &Path) -> Result<bool, String> {
     let store = dir.join("bench-store");
     let launch = server::Launch {
         bin: bin.to_owned(),
-        addr: server::free_addr()?,
+        addr: breakerd_testkit::net::free_addr()?,
         store: Some(store.clone()),
         max_circuits: (cli.bench_circuits as u64 * 2).max(1000),
         config: None,

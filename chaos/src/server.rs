@@ -4,16 +4,20 @@
 //! `/proc` says about its memory.
 //!
 //! A [`Server`] kills its process (SIGKILL, then reaps it) when dropped, so a
-//! failed or panicking run never leaves a coordinator behind.
+//! failed or panicking run never leaves a coordinator behind. Launching,
+//! signals and `/proc` readings are `breakerd-testkit`'s, shared with the
+//! benchmarks; what is the suite's own is the command line and what it reads
+//! from the log.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use breakerd_testkit::process::{ChildGuard, Under, drain_lines};
+use breakerd_testkit::{log, procfs};
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -54,8 +58,7 @@ pub struct LogFacts {
 
 /// A running coordinator process.
 pub struct Server {
-    child: Option<Child>,
-    pid: u32,
+    child: ChildGuard,
     /// When the process was spawned.
     pub spawned: Instant,
     /// When it first answered a health check with SERVING.
@@ -66,7 +69,7 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("pid", &self.pid).finish()
+        f.debug_struct("Server").field("pid", &self.pid()).finish()
     }
 }
 
@@ -98,13 +101,7 @@ impl Launch {
 
     async fn try_start(&self, log: &Path) -> Result<Server, String> {
         // `nice` execs the binary: the process id stays the coordinator's.
-        let mut cmd = if self.nice != 0 {
-            let mut c = Command::new("nice");
-            c.arg("-n").arg(self.nice.to_string()).arg(&self.bin);
-            c
-        } else {
-            Command::new(&self.bin)
-        };
+        let mut cmd = Under::nice(self.nice).command(&self.bin);
         cmd.arg("--listen")
             .arg(self.addr.to_string())
             .args(["--http-listen", "off", "--log-format", "json"])
@@ -127,39 +124,26 @@ impl Launch {
             .try_clone()
             .map_err(|e| format!("{}: {e}", log.display()))?;
         let spawned = Instant::now();
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", self.bin.display()))?;
-        let pid = child.id();
-        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut child = ChildGuard::spawn(
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(stderr)),
+        )
+        .map_err(|e| format!("start {}: {e}", self.bin.display()))?;
+        let stdout = child.take_stdout().ok_or("no stdout")?;
         let facts = Arc::new(Mutex::new(LogFacts::default()));
-        let (tx, rx) = mpsc::channel();
-        {
+        let rx = {
             let facts = Arc::clone(&facts);
             let mut log_file = log_file;
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                // Keep draining until the process is gone, so it never
-                // blocks on a full pipe.
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    let _ = writeln!(log_file, "{line}");
-                    let mut f = facts.lock();
-                    absorb_log_line(&mut f, &line);
-                    if f.listen_addr.is_some()
-                        && let Some(tx) = tx.take()
-                    {
-                        let _ = tx.send(());
-                    }
-                }
-            });
-        }
+            drain_lines(stdout, move |line| {
+                let _ = writeln!(log_file, "{line}");
+                let mut f = facts.lock();
+                absorb_log_line(&mut f, line);
+                f.listen_addr.map(|_| ())
+            })
+        };
         let mut server = Server {
-            child: Some(child),
-            pid,
+            child,
             spawned,
             serving_at: spawned,
             facts,
@@ -223,108 +207,51 @@ pub fn absorb_log_line(facts: &mut LogFacts, line: &str) {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
         return;
     };
-    let field = |k: &str| {
-        v.get(k)
-            .or_else(|| v.get("fields").and_then(|f| f.get(k)))
-            .cloned()
-    };
-    if let Some(a) = field("listen_addr").and_then(|a| a.as_str().and_then(|s| s.parse().ok())) {
+    if let Some(a) = log::listen_addr_in(&v) {
         facts.listen_addr = Some(a);
     }
-    if let Some(ms) = field("store_load_ms").and_then(|m| m.as_u64()) {
+    if let Some(ms) = log::field(&v, "store_load_ms").and_then(|m| m.as_u64()) {
         facts.store_load_ms = Some(ms);
-        facts.loaded_circuits = field("circuits").and_then(|c| c.as_u64());
+        facts.loaded_circuits = log::field(&v, "circuits").and_then(|c| c.as_u64());
     }
 }
 
 impl Server {
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.child.pid()
     }
 
     /// Resident set size now, in bytes (0 when unreadable).
     pub fn rss_bytes(&self) -> u64 {
-        rss_bytes(self.pid).unwrap_or(0)
+        procfs::rss_bytes(self.pid()).unwrap_or(0)
     }
 
     /// `Some` once the process has exited.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.exit_status()
     }
 
-    /// SIGKILL, and reap it.
+    /// SIGKILL, and reap it. Dropping the server does the same (SIGKILL
+    /// ends a stopped process too).
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.kill_and_reap();
     }
 
     /// SIGSTOP: the process freezes with its sockets open.
     pub fn stop(&mut self) -> Result<(), String> {
-        signal(self.pid, "-STOP")
+        self.child.signal("-STOP")
     }
 
     /// SIGCONT.
     pub fn resume(&mut self) -> Result<(), String> {
-        signal(self.pid, "-CONT")
+        self.child.signal("-CONT")
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGKILL ends a stopped process too.
-        self.kill9();
-    }
-}
-
-/// The process has no unsafe-free way to signal another one in std, so it
-/// asks `kill(1)`.
-fn signal(pid: u32, sig: &str) -> Result<(), String> {
-    let status = Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .status()
-        .map_err(|e| format!("kill {sig} {pid}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("kill {sig} {pid}: {status}"))
-    }
-}
-
-/// VmRSS of `pid`, in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_vm_rss(&status)
-}
-
-/// The `VmRSS:` line of a `/proc/<pid>/status` text, in bytes.
-pub fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// A free loopback port: bind `127.0.0.1:0` and release it.
-pub fn free_addr() -> Result<SocketAddr, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    l.local_addr().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vm_rss_is_read_in_bytes() {
-        let status = "Name:\tbreakerd\nVmPeak:\t  100 kB\nVmRSS:\t   2048 kB\nThreads:\t4\n";
-        assert_eq!(parse_vm_rss(status), Some(2048 * 1024));
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
-    }
 
     #[test]
     fn log_lines_give_address_and_load_time() {

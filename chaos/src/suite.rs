@@ -192,7 +192,7 @@ impl Run {
 /// Run the suite; returns its figures. `load_rt` runs the fleet.
 pub async fn run(plan: Plan, setup: Setup, load_rt: Handle) -> Result<Figures, String> {
     let started = Instant::now();
-    let addr = crate::server::free_addr()?;
+    let addr = breakerd_testkit::net::free_addr()?;
     let launch = Launch {
         bin: setup.bin.clone(),
         addr,
@@ -220,7 +220,7 @@ pub async fn run(plan: Plan, setup: Setup, load_rt: Handle) -> Result<Figures, S
             while !control.stop.load(Ordering::Relaxed) && samples.lock().len() < 100_000 {
                 tick.tick().await;
                 let p = pid.load(Ordering::Relaxed);
-                let rss = crate::server::rss_bytes(p).unwrap_or(0);
+                let rss = breakerd_testkit::procfs::rss_bytes(p).unwrap_or(0);
                 samples.lock().push(RssSample {
                     at: Instant::now(),
                     pid: p,
