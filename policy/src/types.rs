@@ -240,7 +240,11 @@ pub struct Transition {
 }
 
 /// Counters of one breaker. Window counters are soft state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Serialized (and listed by [`fields`](Counters::fields)) under the field
+/// names of the proto's `Counters` message, which the HTTP API and
+/// breakerctl show as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Counters {
     /// Consecutive failures in the current run.
     pub consecutive_failures: u32,
@@ -272,6 +276,50 @@ pub struct Counters {
     pub total_leases_expired: u64,
 }
 
+impl Counters {
+    /// How many counters there are.
+    pub const LEN: usize = 14;
+
+    /// Every counter with its name, in declaration order: the one list for
+    /// code that shows or walks all of them (breakerctl's detail page).
+    pub fn fields(&self) -> [(&'static str, u64); Counters::LEN] {
+        // Destructured without `..`: a new counter does not compile until
+        // it is listed here too.
+        let Counters {
+            consecutive_failures,
+            window_calls,
+            window_failures,
+            window_slow_calls,
+            probes_in_flight,
+            half_open_successes,
+            consecutive_trips,
+            total_allowed,
+            total_rejected,
+            total_successes,
+            total_failures,
+            total_ignored,
+            total_stale,
+            total_leases_expired,
+        } = *self;
+        [
+            ("consecutive_failures", consecutive_failures.into()),
+            ("window_calls", window_calls),
+            ("window_failures", window_failures),
+            ("window_slow_calls", window_slow_calls),
+            ("probes_in_flight", probes_in_flight.into()),
+            ("half_open_successes", half_open_successes.into()),
+            ("consecutive_trips", consecutive_trips.into()),
+            ("total_allowed", total_allowed),
+            ("total_rejected", total_rejected),
+            ("total_successes", total_successes),
+            ("total_failures", total_failures),
+            ("total_ignored", total_ignored),
+            ("total_stale", total_stale),
+            ("total_leases_expired", total_leases_expired),
+        ]
+    }
+}
+
 /// The parts of a breaker that survive a restart (see
 /// [`Breaker::persisted`](crate::Breaker::persisted)). Counters inside a
 /// closed window are soft state and are not part of it.
@@ -287,4 +335,98 @@ pub struct Persisted {
     pub consecutive_trips: u32,
     /// Operator override.
     pub override_: Option<Override>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Every counter a different value, so a swapped pair shows.
+    fn distinct() -> Counters {
+        Counters {
+            consecutive_failures: 1,
+            window_calls: 2,
+            window_failures: 3,
+            window_slow_calls: 4,
+            probes_in_flight: 5,
+            half_open_successes: 6,
+            consecutive_trips: 7,
+            total_allowed: 8,
+            total_rejected: 9,
+            total_successes: 10,
+            total_failures: 11,
+            total_ignored: 12,
+            total_stale: 13,
+            total_leases_expired: 14,
+        }
+    }
+
+    #[test]
+    fn counters_serialize_under_the_http_api_names() {
+        // The object the HTTP API's detail view writes today, key by key.
+        let api = json!({
+            "consecutive_failures": 1,
+            "window_calls": 2,
+            "window_failures": 3,
+            "window_slow_calls": 4,
+            "probes_in_flight": 5,
+            "half_open_successes": 6,
+            "consecutive_trips": 7,
+            "total_allowed": 8,
+            "total_rejected": 9,
+            "total_successes": 10,
+            "total_failures": 11,
+            "total_ignored": 12,
+            "total_stale": 13,
+            "total_leases_expired": 14,
+        });
+        assert_eq!(serde_json::to_value(distinct()).unwrap(), api);
+    }
+
+    #[test]
+    fn fields_list_the_serialized_counters_in_order() {
+        let c = distinct();
+        let listed: Vec<String> = c
+            .fields()
+            .iter()
+            .map(|(name, v)| format!("\"{name}\":{v}"))
+            .collect();
+        // Struct order, as serde writes it.
+        assert_eq!(
+            format!("{{{}}}", listed.join(",")),
+            serde_json::to_string(&c).unwrap()
+        );
+        assert_eq!(Counters::default().fields().map(|(_, v)| v), [0; 14]);
+    }
+
+    #[test]
+    fn enums_serialize_as_the_names_the_apis_show() {
+        for s in [State::Closed, State::Open, State::HalfOpen] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        let kinds = [
+            (OverrideKind::ForcedOpen, "forced_open"),
+            (OverrideKind::ForcedClosed, "forced_closed"),
+            (OverrideKind::Disabled, "disabled"),
+        ];
+        for (k, name) in kinds {
+            assert_eq!(serde_json::to_value(k).unwrap(), name);
+        }
+        let causes = [
+            TransitionCause::ConsecutiveFailures,
+            TransitionCause::FailureRate,
+            TransitionCause::SlowCallRate,
+            TransitionCause::OpenElapsed,
+            TransitionCause::ProbeFailed,
+            TransitionCause::ProbesSucceeded,
+            TransitionCause::OverrideSet,
+            TransitionCause::OverrideCleared,
+            TransitionCause::OverrideExpired,
+            TransitionCause::Reset,
+        ];
+        for c in causes {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+    }
 }
