@@ -4,10 +4,13 @@
 //!
 //! JSON field names are the proto field names; enum values are lower
 //! snake_case (`half_open`, `forced_open`, `fail_open`), the same words
-//! `set-policy` accepts.
+//! `set-policy` accepts. Counters are the policy engine's own [`Counters`]
+//! (converted by `breakerd-proto`), which serialize under the proto names
+//! and list themselves for the detail page, so no list of them is kept here.
 
 use std::fmt::Write as _;
 
+use breakerd_policy::Counters;
 use breakerd_proto::v1 as pb;
 use serde::Serialize;
 
@@ -96,29 +99,9 @@ pub struct DetailView {
     #[serde(flatten)]
     pub circuit: CircuitView,
     /// Counters, `null` if the server sent none.
-    pub counters: Option<CountersView>,
+    pub counters: Option<Counters>,
     /// Recent transitions, newest first.
     pub history: Vec<TransitionView>,
-}
-
-/// Counters of a circuit (proto field names).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[allow(missing_docs)] // The proto documents each field; the names are the same.
-pub struct CountersView {
-    pub consecutive_failures: u32,
-    pub window_calls: u64,
-    pub window_failures: u64,
-    pub window_slow_calls: u64,
-    pub probes_in_flight: u32,
-    pub half_open_successes: u32,
-    pub consecutive_trips: u32,
-    pub total_allowed: u64,
-    pub total_rejected: u64,
-    pub total_successes: u64,
-    pub total_failures: u64,
-    pub total_ignored: u64,
-    pub total_stale: u64,
-    pub total_leases_expired: u64,
 }
 
 /// One recent transition.
@@ -252,27 +235,6 @@ impl From<&pb::CircuitSnapshot> for CircuitView {
     }
 }
 
-impl From<&pb::Counters> for CountersView {
-    fn from(c: &pb::Counters) -> Self {
-        CountersView {
-            consecutive_failures: c.consecutive_failures,
-            window_calls: c.window_calls,
-            window_failures: c.window_failures,
-            window_slow_calls: c.window_slow_calls,
-            probes_in_flight: c.probes_in_flight,
-            half_open_successes: c.half_open_successes,
-            consecutive_trips: c.consecutive_trips,
-            total_allowed: c.total_allowed,
-            total_rejected: c.total_rejected,
-            total_successes: c.total_successes,
-            total_failures: c.total_failures,
-            total_ignored: c.total_ignored,
-            total_stale: c.total_stale,
-            total_leases_expired: c.total_leases_expired,
-        }
-    }
-}
-
 impl From<&pb::Transition> for TransitionView {
     fn from(t: &pb::Transition) -> Self {
         TransitionView {
@@ -290,7 +252,7 @@ impl From<&pb::CircuitDetail> for DetailView {
         let snapshot = d.snapshot.clone().unwrap_or_default();
         DetailView {
             circuit: CircuitView::from(&snapshot),
-            counters: d.counters.as_ref().map(CountersView::from),
+            counters: d.counters.as_ref().map(Counters::from),
             history: d.history.iter().map(TransitionView::from).collect(),
         }
     }
@@ -459,23 +421,7 @@ pub fn render_detail(d: &DetailView) -> String {
     if let Some(k) = &d.counters {
         out.push_str("counters:\n");
         let mut t = Table::bare();
-        let rows: [(&str, u64); 14] = [
-            ("consecutive_failures", k.consecutive_failures.into()),
-            ("window_calls", k.window_calls),
-            ("window_failures", k.window_failures),
-            ("window_slow_calls", k.window_slow_calls),
-            ("probes_in_flight", k.probes_in_flight.into()),
-            ("half_open_successes", k.half_open_successes.into()),
-            ("consecutive_trips", k.consecutive_trips.into()),
-            ("total_allowed", k.total_allowed),
-            ("total_rejected", k.total_rejected),
-            ("total_successes", k.total_successes),
-            ("total_failures", k.total_failures),
-            ("total_ignored", k.total_ignored),
-            ("total_stale", k.total_stale),
-            ("total_leases_expired", k.total_leases_expired),
-        ];
-        for (name, v) in rows {
+        for (name, v) in k.fields() {
             t.row([format!("  {name}"), v.to_string()]);
         }
         out.push_str(&t.render());
@@ -644,5 +590,69 @@ mod tests {
             line,
             "payments: OPEN generation 4, half-open in 42s, override forced_open by alice@box (deploy) lapses in 10m"
         );
+    }
+
+    #[test]
+    fn counters_print_in_proto_order_on_the_page_and_in_json() {
+        let detail = pb::CircuitDetail {
+            snapshot: Some(snapshot()),
+            counters: Some(pb::Counters {
+                consecutive_failures: 1,
+                window_calls: 2,
+                window_failures: 3,
+                window_slow_calls: 4,
+                probes_in_flight: 5,
+                half_open_successes: 6,
+                consecutive_trips: 7,
+                total_allowed: 8,
+                total_rejected: 9,
+                total_successes: 10,
+                total_failures: 11,
+                total_ignored: 12,
+                total_stale: 13,
+                total_leases_expired: 123_456_789_012,
+            }),
+            history: vec![],
+        };
+        let view = DetailView::from(&detail);
+        let page = render_detail(&view);
+        let counters = "counters:
+  consecutive_failures  1
+  window_calls          2
+  window_failures       3
+  window_slow_calls     4
+  probes_in_flight      5
+  half_open_successes   6
+  consecutive_trips     7
+  total_allowed         8
+  total_rejected        9
+  total_successes       10
+  total_failures        11
+  total_ignored         12
+  total_stale           13
+  total_leases_expired  123456789012
+recent transitions: none
+";
+        assert!(page.ends_with(counters), "{page}");
+        let json = serde_json::to_string_pretty(&view).unwrap();
+        let counters = r#"
+  "counters": {
+    "consecutive_failures": 1,
+    "window_calls": 2,
+    "window_failures": 3,
+    "window_slow_calls": 4,
+    "probes_in_flight": 5,
+    "half_open_successes": 6,
+    "consecutive_trips": 7,
+    "total_allowed": 8,
+    "total_rejected": 9,
+    "total_successes": 10,
+    "total_failures": 11,
+    "total_ignored": 12,
+    "total_stale": 13,
+    "total_leases_expired": 123456789012
+  },
+"#;
+        assert!(json.contains(counters), "{json}");
     }
 }
