@@ -45,7 +45,7 @@ impl Default for Builder {
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
                 batch_size: DEFAULT_BATCH_SIZE,
                 flush_interval: DEFAULT_FLUSH_INTERVAL,
-                backoff: Backoff::default(),
+                backoff: Backoff::RECONNECT,
                 tls: None,
                 token: None,
             },
