@@ -24,8 +24,8 @@ use crate::degraded;
 use crate::error::{CallError, Error};
 use crate::permit::Permit;
 use crate::shared::{
-    CircuitShared, CircuitView, Link, PermitKind, TaskGuard, Word, is_unreachable,
-    reason_from_proto, state_from_proto,
+    CircuitShared, CircuitView, Link, PermitKind, TaskGuard, Word, reason_from_proto, refusal_code,
+    state_from_proto,
 };
 use crate::trace;
 
@@ -164,16 +164,18 @@ impl Circuit {
                     ))
                 }
             }
-            Ok(Err(status)) if !is_unreachable(status.code()) => Err(Error::Refused {
-                circuit: Arc::clone(&s.name),
-                code: status.code(),
-                message: status.message().to_owned(),
-            }),
-            Ok(Err(status)) => {
-                tracing::debug!(circuit = %s.name, code = ?status.code(), "acquire failed; deciding locally");
-                c.mark_down();
-                decide_locally(s, s.load())
-            }
+            Ok(Err(status)) => match refusal_code(status.code()) {
+                Some(code) => Err(Error::Refused {
+                    circuit: Arc::clone(&s.name),
+                    code,
+                    message: status.message().to_owned(),
+                }),
+                None => {
+                    tracing::debug!(circuit = %s.name, code = ?status.code(), "acquire failed; deciding locally");
+                    c.mark_down();
+                    decide_locally(s, s.load())
+                }
+            },
             Err(_) => {
                 tracing::debug!(circuit = %s.name, "acquire timed out; deciding locally");
                 c.mark_down();

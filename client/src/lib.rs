@@ -88,7 +88,7 @@ pub use builder::{
 };
 pub use circuit::{Circuit, validate_name};
 pub use coordinator::{Coordinator, Stats};
-pub use error::{CallError, Error};
+pub use error::{CallError, Error, RefusalCode};
 pub use permit::Permit;
 pub use shared::{CircuitView, ClientTls};
 pub use trace::with_trace;

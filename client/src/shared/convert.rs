@@ -4,6 +4,8 @@
 use breakerd_policy::{OverrideKind, PolicySpec, RejectReason, State};
 use breakerd_proto::v1 as pb;
 
+use crate::error::RefusalCode;
+
 pub(crate) fn state_from_proto(s: i32) -> Option<State> {
     match pb::CircuitState::try_from(s) {
         Ok(pb::CircuitState::Closed) => Some(State::Closed),
@@ -37,18 +39,32 @@ pub(crate) fn spec_from_proto(p: &pb::Policy) -> PolicySpec {
     breakerd_proto::policy::spec_from_proto(p).0
 }
 
-/// Status codes that mean "the coordinator could not answer", which switch
-/// the client to its degraded mode rather than surfacing as errors.
-pub(crate) fn is_unreachable(code: tonic::Code) -> bool {
-    matches!(
-        code,
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Cancelled
-            | tonic::Code::Unknown
-            | tonic::Code::Internal
-            | tonic::Code::Aborted
-    )
+/// What a failed RPC's status code means: `Some` when the coordinator
+/// answered and refused (surfaced as `Error::Refused`), `None` when it
+/// could not answer, which switches the client to its degraded mode rather
+/// than surfacing as an error. (An error status saying `OK` cannot come out
+/// of tonic; it would mean a broken answer, so it counts as unreachable.)
+pub(crate) fn refusal_code(code: tonic::Code) -> Option<RefusalCode> {
+    use tonic::Code;
+    Some(match code {
+        Code::InvalidArgument => RefusalCode::InvalidArgument,
+        Code::NotFound => RefusalCode::NotFound,
+        Code::AlreadyExists => RefusalCode::AlreadyExists,
+        Code::PermissionDenied => RefusalCode::PermissionDenied,
+        Code::ResourceExhausted => RefusalCode::ResourceExhausted,
+        Code::FailedPrecondition => RefusalCode::FailedPrecondition,
+        Code::OutOfRange => RefusalCode::OutOfRange,
+        Code::Unimplemented => RefusalCode::Unimplemented,
+        Code::DataLoss => RefusalCode::DataLoss,
+        Code::Unauthenticated => RefusalCode::Unauthenticated,
+        Code::Ok
+        | Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::Internal
+        | Code::Aborted => return None,
+    })
 }
 
 #[cfg(test)]
@@ -76,5 +92,31 @@ mod tests {
         let spec = policy.to_spec();
         assert_eq!(spec.consecutive_failures, Some(3));
         assert_eq!(spec.open_base_ms, Some(200));
+    }
+
+    #[test]
+    fn every_status_code_is_a_refusal_or_unreachable() {
+        use tonic::Code;
+        let unreachable = [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Cancelled,
+            Code::Unknown,
+            Code::Internal,
+            Code::Aborted,
+        ];
+        for code in unreachable {
+            assert_eq!(refusal_code(code), None, "{code:?}");
+        }
+        for n in 0..=16 {
+            let code = Code::from_i32(n);
+            if code == Code::Ok || unreachable.contains(&code) {
+                continue;
+            }
+            let refusal = refusal_code(code).expect("a refusal");
+            // The same number, and the name tonic's Debug printed before.
+            assert_eq!(refusal.grpc_code(), n, "{code:?}");
+            assert_eq!(refusal.to_string(), format!("{code:?}"));
+        }
     }
 }

@@ -32,7 +32,7 @@ pub(crate) use common::{Common, Link};
 pub use config::ClientTls;
 pub(crate) use config::{Config, RpcChannel, Secret};
 pub(crate) use convert::{
-    is_unreachable, override_from_proto, reason_from_proto, spec_from_proto, state_from_proto,
+    override_from_proto, reason_from_proto, refusal_code, spec_from_proto, state_from_proto,
 };
 pub(crate) use grant::{Grant, PermitKind};
 pub(crate) use queue::{Item, Queued};
