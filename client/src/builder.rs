@@ -1,17 +1,13 @@
-//! Configuration of a [`Coordinator`] connection.
+//! Configuration of a [`Coordinator`] connection: the public builder, its
+//! defaults, and `Coordinator::builder`.
 
-use std::fmt;
 use std::time::Duration;
-
-use tonic::metadata::AsciiMetadataValue;
-use tonic::service::{Interceptor, interceptor::InterceptedService};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Request, Status};
 
 use crate::backoff::Backoff;
 use crate::circuit::validate_name;
 use crate::coordinator::Coordinator;
 use crate::error::Error;
+use crate::shared::{ClientTls, Config, Secret};
 
 /// Default deadline of every coordinator RPC.
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_millis(30);
@@ -24,118 +20,12 @@ pub const DEFAULT_BATCH_SIZE: usize = 512;
 /// Default longest time an outcome waits in the client before it is sent.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) endpoint: String,
-    pub(crate) node_id: String,
-    pub(crate) rpc_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) queue_capacity: usize,
-    pub(crate) batch_size: usize,
-    pub(crate) flush_interval: Duration,
-    pub(crate) backoff: Backoff,
-    pub(crate) tls: Option<ClientTls>,
-    pub(crate) token: Option<Secret>,
-}
-
-/// A bearer token; `Debug` never shows it.
-#[derive(Clone)]
-pub(crate) struct Secret(String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+impl Coordinator {
+    /// Start configuring a coordinator connection.
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 }
-
-/// TLS settings of the connection to a coordinator serving TLS (`[tls]` in
-/// its config): the CA that signed its certificate, the name to verify,
-/// and this node's own certificate when the coordinator requires mutual
-/// TLS.
-///
-/// ```no_run
-/// # fn demo(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>) {
-/// use breakerd_client::{ClientTls, Coordinator};
-///
-/// let builder = Coordinator::builder()
-///     .endpoint("https://breakerd.internal:50051")
-///     .tls(ClientTls::new(ca).identity(cert, key))
-///     .token(std::env::var("BREAKERD_DATA_TOKEN").unwrap_or_default());
-/// # }
-/// ```
-#[derive(Clone)]
-pub struct ClientTls {
-    ca_pem: Vec<u8>,
-    domain: Option<String>,
-    identity: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-impl fmt::Debug for ClientTls {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientTls")
-            .field("ca_pem_bytes", &self.ca_pem.len())
-            .field("domain", &self.domain)
-            .field(
-                "identity",
-                &self.identity.as_ref().map(|_| "<cert and key>"),
-            )
-            .finish()
-    }
-}
-
-impl ClientTls {
-    /// Trust the coordinator certificates signed by the CA(s) in `ca_pem`
-    /// (PEM). No system roots are used.
-    pub fn new(ca_pem: impl Into<Vec<u8>>) -> Self {
-        Self {
-            ca_pem: ca_pem.into(),
-            domain: None,
-            identity: None,
-        }
-    }
-
-    /// The name the coordinator's certificate must carry. Default: the
-    /// host of the endpoint URI.
-    pub fn domain(mut self, domain: impl Into<String>) -> Self {
-        self.domain = Some(domain.into());
-        self
-    }
-
-    /// This node's certificate chain and private key (PEM), for a
-    /// coordinator that requires client certificates (mutual TLS).
-    pub fn identity(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
-        self.identity = Some((cert_pem.into(), key_pem.into()));
-        self
-    }
-
-    fn to_tonic(&self) -> ClientTlsConfig {
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
-        if let Some(domain) = &self.domain {
-            tls = tls.domain_name(domain.clone());
-        }
-        if let Some((cert, key)) = &self.identity {
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        tls
-    }
-}
-
-/// Puts `authorization: Bearer <token>` on every coordinator RPC, streams
-/// included.
-#[derive(Clone)]
-pub(crate) struct BearerAuth(Option<AsciiMetadataValue>);
-
-impl Interceptor for BearerAuth {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
-/// The transport of every coordinator RPC.
-pub(crate) type RpcChannel = InterceptedService<Channel, BearerAuth>;
 
 /// Builds a [`Coordinator`]; start with [`Coordinator::builder`].
 #[derive(Debug, Clone)]
@@ -155,7 +45,7 @@ impl Default for Builder {
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
                 batch_size: DEFAULT_BATCH_SIZE,
                 flush_interval: DEFAULT_FLUSH_INTERVAL,
-                backoff: Backoff::default(),
+                backoff: Backoff::RECONNECT,
                 tls: None,
                 token: None,
             },
@@ -253,49 +143,7 @@ impl Builder {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::Config("Coordinator::build must run inside a tokio runtime".into())
         })?;
-        let auth = match &c.token {
-            None => None,
-            Some(Secret(t)) => {
-                let mut v = AsciiMetadataValue::try_from(format!("Bearer {t}")).map_err(|_| {
-                    Error::Config("token: only visible ASCII characters are allowed".into())
-                })?;
-                // Never put the token in an HPACK table.
-                v.set_sensitive(true);
-                Some(v)
-            }
-        };
-        let https = c.endpoint.starts_with("https://");
-        let mut endpoint = Endpoint::from_shared(c.endpoint.clone())
-            .map_err(|e| Error::Config(format!("endpoint {:?}: {e}", c.endpoint)))?;
-        match (&c.tls, https) {
-            (Some(tls), true) => {
-                endpoint = endpoint
-                    .tls_config(tls.to_tonic())
-                    .map_err(|e| Error::Config(format!("tls: {e}")))?;
-            }
-            (None, false) => {}
-            (Some(_), false) => {
-                return Err(Error::Config(format!(
-                    "tls is set but endpoint {:?} is not https://",
-                    c.endpoint
-                )));
-            }
-            (None, true) => {
-                return Err(Error::Config(format!(
-                    "endpoint {:?} is https:// but no tls(ClientTls) is set",
-                    c.endpoint
-                )));
-            }
-        }
-        let endpoint = endpoint
-            .connect_timeout(c.connect_timeout)
-            .tcp_nodelay(true)
-            // Notice a coordinator that vanished without closing the
-            // connection (host down, partition).
-            .http2_keep_alive_interval(Duration::from_secs(2))
-            .keep_alive_timeout(Duration::from_secs(2))
-            .keep_alive_while_idle(true);
-        let channel = InterceptedService::new(endpoint.connect_lazy(), BearerAuth(auth));
+        let channel = c.channel()?;
         Ok(Coordinator::start(c, channel, runtime))
     }
 }

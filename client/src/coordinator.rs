@@ -1,34 +1,17 @@
-//! The connection to one coordinator: the registry of circuits this node
-//! uses, connectivity, statistics, and the background tasks (one Watch
-//! stream, one ReportStream).
+//! The connection to one coordinator: the public handle on the registry of
+//! circuits this node uses, connectivity and statistics. It starts the
+//! background tasks (one Watch stream, one ReportStream) and hands out
+//! circuit handles. `Coordinator::builder` lives in `builder.rs`, next to
+//! the builder it returns, so that imports run one way.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use breakerd_policy::{NodeId, Outcome};
-use breakerd_proto::v1::breaker_client::BreakerClient;
-use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, oneshot, watch};
-use tokio::task::AbortHandle;
-use tokio::time::Instant;
+use tokio::sync::{oneshot, watch};
 
-use crate::builder::{Builder, Config, RpcChannel};
-use crate::circuit::{Circuit, CircuitShared, validate_name};
+use crate::circuit::{Circuit, validate_name};
 use crate::error::Error;
-use crate::report::{Queue, Queued};
-
-/// What the client believes about its coordinator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Link {
-    /// Not connected yet, nothing failed yet.
-    Unknown = 0,
-    /// The Watch stream is up and has delivered its snapshot.
-    Up = 1,
-    /// Unreachable: decide locally.
-    Down = 2,
-}
+use crate::shared::{CircuitShared, Common, Config, Inner, Link, RpcChannel, TaskGuard};
 
 /// Counters of one [`Coordinator`], for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,137 +33,6 @@ pub struct Stats {
     pub acquire_rpcs: u64,
     /// Watch streams opened successfully.
     pub watch_connects: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct AtomicStats {
-    pub(crate) dropped_reports: AtomicU64,
-    pub(crate) unsent_reports: AtomicU64,
-    pub(crate) sent_reports: AtomicU64,
-    pub(crate) applied_reports: AtomicU64,
-    pub(crate) stale_reports: AtomicU64,
-    pub(crate) sent_batches: AtomicU64,
-    pub(crate) acquire_rpcs: AtomicU64,
-    pub(crate) watch_connects: AtomicU64,
-}
-
-/// State shared by the coordinator, its circuits and its permits. It never
-/// points back at the registry, so circuits hold it without a cycle.
-pub(crate) struct Common {
-    pub(crate) config: Config,
-    pub(crate) node_name: String,
-    pub(crate) node: NodeId,
-    pub(crate) client: BreakerClient<RpcChannel>,
-    /// The same channel, for `ReportStream` with its own codec (see
-    /// [`wire`](crate::wire)).
-    pub(crate) report_rpc: tonic::client::Grpc<RpcChannel>,
-    link: AtomicU8,
-    link_tx: watch::Sender<bool>,
-    /// Wakes the watch task when an RPC found the coordinator unreachable.
-    pub(crate) kick: Notify,
-    /// Wakes the report task for outcomes that must go out at once.
-    pub(crate) urgent: Notify,
-    pub(crate) reports: Queue,
-    pub(crate) stats: AtomicStats,
-    epoch: Instant,
-}
-
-impl Common {
-    pub(crate) fn link(&self) -> Link {
-        match self.link.load(Ordering::Acquire) {
-            1 => Link::Up,
-            2 => Link::Down,
-            _ => Link::Unknown,
-        }
-    }
-
-    /// Called by the watch task once a fresh snapshot is in place.
-    pub(crate) fn mark_up(&self) {
-        if self.link.swap(Link::Up as u8, Ordering::AcqRel) != Link::Up as u8 {
-            tracing::info!(node = %self.node_name, "coordinator connected");
-            self.link_tx.send_replace(true);
-        }
-    }
-
-    /// Called by the watch task when its stream failed.
-    pub(crate) fn mark_down_quiet(&self) {
-        if self.link.swap(Link::Down as u8, Ordering::AcqRel) != Link::Down as u8 {
-            tracing::warn!(node = %self.node_name, "coordinator unreachable; deciding locally");
-            self.link_tx.send_replace(false);
-        }
-    }
-
-    /// Called when an RPC failed or timed out: decide locally from now on,
-    /// and have the watch task re-establish (and so re-verify) the link.
-    pub(crate) fn mark_down(&self) {
-        let prev = self.link.swap(Link::Down as u8, Ordering::AcqRel);
-        if prev != Link::Down as u8 {
-            tracing::warn!(node = %self.node_name, "coordinator RPC failed; deciding locally");
-            self.link_tx.send_replace(false);
-            self.kick.notify_one();
-        }
-    }
-
-    pub(crate) fn now_nanos(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// The epoch-relative deadline `d` from now (never 0, which means none).
-    pub(crate) fn nanos_after(&self, d: Duration) -> u64 {
-        self.now_nanos()
-            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .max(1)
-    }
-
-    pub(crate) fn instant_at(&self, nanos: u64) -> Instant {
-        self.epoch + Duration::from_nanos(nanos)
-    }
-
-    /// Queue an outcome for the coordinator; never blocks. Failures and
-    /// probe outcomes wake the report task so they go out at once.
-    pub(crate) fn enqueue(&self, q: Queued) {
-        let urgent = q.outcome == Outcome::Failure || q.lease != 0;
-        if !self.reports.push_report(q) {
-            self.stats.dropped_reports.fetch_add(1, Ordering::Relaxed);
-        } else if urgent {
-            self.urgent.notify_one();
-        }
-    }
-}
-
-pub(crate) struct Registry {
-    pub(crate) by_name: HashMap<Arc<str>, Arc<CircuitShared>>,
-    pub(crate) by_idx: Vec<Arc<CircuitShared>>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) common: Arc<Common>,
-    pub(crate) registry: RwLock<Registry>,
-    /// Bumped when a circuit is first used, so the watch task resubscribes.
-    pub(crate) registry_version: watch::Sender<u64>,
-}
-
-impl Inner {
-    pub(crate) fn circuit_at(&self, idx: u32) -> Option<Arc<CircuitShared>> {
-        self.registry.read().by_idx.get(idx as usize).cloned()
-    }
-
-    pub(crate) fn by_name(&self, name: &str) -> Option<Arc<CircuitShared>> {
-        self.registry.read().by_name.get(name).cloned()
-    }
-}
-
-/// Aborts the background tasks when the last handle is gone.
-pub(crate) struct TaskGuard {
-    tasks: Mutex<Vec<AbortHandle>>,
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        for t in self.tasks.get_mut().drain(..) {
-            t.abort();
-        }
-    }
 }
 
 /// A connection to a breakerd coordinator, shared by every circuit this
@@ -224,11 +76,6 @@ impl std::fmt::Debug for Coordinator {
 }
 
 impl Coordinator {
-    /// Start configuring a coordinator connection.
-    pub fn builder() -> Builder {
-        Builder::default()
-    }
-
     /// Build from a finished configuration: connects lazily, spawns the
     /// watch and report tasks on the current tokio runtime.
     pub(crate) fn start(
@@ -236,34 +83,14 @@ impl Coordinator {
         channel: RpcChannel,
         runtime: tokio::runtime::Handle,
     ) -> Self {
-        let node = NodeId::from_name(&config.node_id);
-        let common = Arc::new(Common {
-            node_name: config.node_id.clone(),
-            node,
-            client: BreakerClient::new(channel.clone()),
-            report_rpc: tonic::client::Grpc::new(channel),
-            link: AtomicU8::new(Link::Unknown as u8),
-            link_tx: watch::Sender::new(false),
-            kick: Notify::new(),
-            urgent: Notify::new(),
-            reports: Queue::new(config.queue_capacity),
-            stats: AtomicStats::default(),
-            epoch: Instant::now(),
-            config,
-        });
-        let inner = Arc::new(Inner {
-            common,
-            registry: RwLock::new(Registry {
-                by_name: HashMap::new(),
-                by_idx: Vec::new(),
-            }),
-            registry_version: watch::Sender::new(0),
-        });
+        let common = Arc::new(Common::new(config, channel));
+        let inner = Arc::new(Inner::new(common));
         let watch = runtime.spawn(crate::watch::run(Arc::clone(&inner)));
         let report = runtime.spawn(crate::report::run(Arc::clone(&inner)));
-        let tasks = Arc::new(TaskGuard {
-            tasks: Mutex::new(vec![watch.abort_handle(), report.abort_handle()]),
-        });
+        let tasks = Arc::new(TaskGuard::new(vec![
+            watch.abort_handle(),
+            report.abort_handle(),
+        ]));
         Self { inner, tasks }
     }
 
@@ -319,7 +146,7 @@ impl Coordinator {
     /// A receiver of connectivity changes (`true`: coordinated decisions,
     /// `false`: degraded mode or not connected yet).
     pub fn connectivity(&self) -> watch::Receiver<bool> {
-        self.inner.common.link_tx.subscribe()
+        self.inner.common.connectivity()
     }
 
     /// Outcomes dropped because the report queue was full.
@@ -359,5 +186,31 @@ impl Coordinator {
         // An open batch goes out now rather than at its next tick.
         self.inner.common.urgent.notify_one();
         rx.await.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    /// Here rather than in `circuit.rs`: making a circuit takes a
+    /// coordinator.
+    #[test]
+    fn the_acquire_future_stays_small() {
+        fn size_of_future<F: Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let coordinator = crate::Coordinator::builder()
+            .endpoint("http://127.0.0.1:9")
+            .build()
+            .expect("config");
+        let circuit = coordinator.circuit("size").expect("name");
+        let size = size_of_future(&circuit.acquire());
+        assert!(size <= 256, "acquire() future is {size} bytes");
     }
 }

@@ -48,12 +48,12 @@ pub enum Error {
     /// `RESOURCE_EXHAUSTED` past its circuit cap, or an authentication
     /// error). Transport failures never surface here: they switch the client
     /// to its degraded mode.
-    #[error("circuit {circuit}: coordinator refused the request: {code:?}: {message}")]
+    #[error("circuit {circuit}: coordinator refused the request: {code}: {message}")]
     Refused {
         /// The circuit's name.
         circuit: Arc<str>,
-        /// The gRPC status code.
-        code: tonic::Code,
+        /// Why, as the gRPC status code the coordinator answered with.
+        code: RefusalCode,
         /// The coordinator's message.
         message: String,
     },
@@ -61,6 +61,79 @@ pub enum Error {
     /// tokio runtime).
     #[error("invalid client configuration: {0}")]
     Config(String),
+}
+
+/// The gRPC status code of a refusal ([`Error::Refused`]): the codes with
+/// which a coordinator that answered says no. The codes meaning it could
+/// not answer (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, `CANCELLED`, `UNKNOWN`,
+/// `INTERNAL`, `ABORTED`) never appear here: they switch the client to its
+/// degraded mode instead.
+///
+/// `Display` prints the code's name in the form `Unauthenticated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalCode {
+    /// `INVALID_ARGUMENT` (3): the request was malformed.
+    InvalidArgument,
+    /// `NOT_FOUND` (5).
+    NotFound,
+    /// `ALREADY_EXISTS` (6).
+    AlreadyExists,
+    /// `PERMISSION_DENIED` (7): the credentials do not allow this call.
+    PermissionDenied,
+    /// `RESOURCE_EXHAUSTED` (8): for example past the coordinator's circuit
+    /// cap.
+    ResourceExhausted,
+    /// `FAILED_PRECONDITION` (9).
+    FailedPrecondition,
+    /// `OUT_OF_RANGE` (11).
+    OutOfRange,
+    /// `UNIMPLEMENTED` (12): the coordinator does not serve this RPC.
+    Unimplemented,
+    /// `DATA_LOSS` (15).
+    DataLoss,
+    /// `UNAUTHENTICATED` (16): no token, or a wrong one.
+    Unauthenticated,
+}
+
+impl RefusalCode {
+    /// The code's number in the gRPC status code table.
+    pub fn grpc_code(self) -> i32 {
+        match self {
+            RefusalCode::InvalidArgument => 3,
+            RefusalCode::NotFound => 5,
+            RefusalCode::AlreadyExists => 6,
+            RefusalCode::PermissionDenied => 7,
+            RefusalCode::ResourceExhausted => 8,
+            RefusalCode::FailedPrecondition => 9,
+            RefusalCode::OutOfRange => 11,
+            RefusalCode::Unimplemented => 12,
+            RefusalCode::DataLoss => 15,
+            RefusalCode::Unauthenticated => 16,
+        }
+    }
+
+    /// The code's name, as `Display` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::InvalidArgument => "InvalidArgument",
+            RefusalCode::NotFound => "NotFound",
+            RefusalCode::AlreadyExists => "AlreadyExists",
+            RefusalCode::PermissionDenied => "PermissionDenied",
+            RefusalCode::ResourceExhausted => "ResourceExhausted",
+            RefusalCode::FailedPrecondition => "FailedPrecondition",
+            RefusalCode::OutOfRange => "OutOfRange",
+            RefusalCode::Unimplemented => "Unimplemented",
+            RefusalCode::DataLoss => "DataLoss",
+            RefusalCode::Unauthenticated => "Unauthenticated",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn reason_str(r: RejectReason) -> &'static str {

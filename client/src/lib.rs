@@ -9,12 +9,30 @@
 //!   round trip; an `OPEN` one is rejected locally until its deadline; only
 //!   half-open probes (and the very first use of a name) ask the coordinator,
 //!   bounded by the RPC timeout (default 30 ms).
-//! * **Batched reports.** A [`Permit`] records its outcome once; outcomes
-//!   travel in batches over one `ReportStream` (see [`report`]).
-//! * **Degraded mode.** While the coordinator is unreachable each circuit
-//!   follows its degraded mode (`LOCAL` breaker, `FAIL_OPEN`,
-//!   `FAIL_CLOSED`) with no network wait (see [`degraded`]); the client
-//!   reconnects with exponential backoff and full jitter ([`backoff`]).
+//! * **Batched reports.** A [`Permit`] records its outcome once, into a
+//!   bounded queue (a full queue drops the outcome and counts it in
+//!   [`Stats::dropped_reports`]; the caller never blocks). A background task
+//!   sends outcomes in order over one `ReportStream`, in batches: at most
+//!   `flush_interval` (10 ms) after the first outcome of a batch, on a
+//!   per-client grid with a random phase so that nodes started together do
+//!   not flush in lockstep; as soon as a batch is full (512); and at once
+//!   for a failure, a probe outcome or a [`Coordinator::flush`], so the fleet
+//!   trips within one flush of the failure that crosses the threshold. Each
+//!   outcome says how long it waited in its batch, so the coordinator counts
+//!   failures in completion order. While the stream is down outcomes are
+//!   not sent (counted in [`Stats::unsent_reports`]).
+//! * **Degraded mode.** While the coordinator is unreachable (Watch stream
+//!   down, or an RPC failed or timed out) each circuit follows its
+//!   [`DegradedMode`] from the last snapshot, with no network wait:
+//!   `LOCAL` (default) honours the last known open deadline, then runs the
+//!   very same [`breakerd_policy::Breaker`] the coordinator runs, built from
+//!   the last known policy and fed this node's own outcomes (it can trip on
+//!   its own, and is discarded when the coordinator is back); `FAIL_OPEN`
+//!   allows every call; `FAIL_CLOSED` refuses every call with
+//!   [`Error::Unavailable`]. An operator override from the last snapshot
+//!   still applies. Outcomes recorded while unreachable are not replayed
+//!   later. The client reconnects with exponential backoff and full jitter
+//!   ([`backoff`]).
 //! * **Typed errors.** [`Error::Open`] ("circuit open, retry after …") and
 //!   [`Error::Unavailable`] ("coordinator unreachable, failing closed") are
 //!   distinct, and [`CallError`] separates them from the dependency's own
@@ -42,17 +60,21 @@
 
 #![forbid(unsafe_code)]
 
+// Imports run one way: the public handles (coordinator, circuit, permit,
+// builder) use the engine (report and watch tasks, degraded mode), which
+// uses the shared state (`shared/`); error, backoff and trace are leaves
+// any layer may use. retry, fallback and layer sit on top of the handles.
 pub mod backoff;
 mod builder;
 mod circuit;
 mod coordinator;
-pub mod degraded;
+mod degraded;
 mod error;
 mod permit;
-pub mod report;
+mod report;
+mod shared;
 pub mod trace;
 mod watch;
-mod wire;
 
 pub mod fallback;
 pub mod layer;
@@ -61,13 +83,12 @@ pub mod retry;
 pub use breakerd_policy::MAX_NAME_LEN;
 pub use breakerd_policy::{DegradedMode, Outcome, OverrideKind, RejectReason, State};
 pub use builder::{
-    Builder, ClientTls, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FLUSH_INTERVAL,
+    Builder, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_RPC_TIMEOUT,
 };
-pub use circuit::{Circuit, CircuitView, validate_name};
+pub use circuit::{Circuit, validate_name};
 pub use coordinator::{Coordinator, Stats};
-pub use error::{CallError, Error};
+pub use error::{CallError, Error, RefusalCode};
 pub use permit::Permit;
+pub use shared::{CircuitView, ClientTls};
 pub use trace::with_trace;
-
-pub(crate) use coordinator::TaskGuard;

@@ -2,7 +2,7 @@
 //!
 //! A [`Permit`] records its outcome exactly once. Reporting never blocks and
 //! never fails the caller: outcomes go into a bounded queue that a background
-//! task flushes to the coordinator (see [`report`](crate::report)). Dropping
+//! task flushes to the coordinator (the report task). Dropping
 //! a permit without reporting records [`Outcome::Ignored`], which hands a
 //! half-open probe lease straight back to the coordinator instead of letting
 //! it wait for the lease to expire.
@@ -13,22 +13,8 @@ use std::time::Duration;
 pub use breakerd_policy::Outcome;
 use std::time::Instant;
 
-use crate::circuit::CircuitShared;
-use crate::coordinator::Link;
 use crate::degraded;
-use crate::report::Queued;
-
-/// Who decided, and so where the outcome goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PermitKind {
-    /// Decided from coordinator state: report to the coordinator.
-    Coordinated,
-    /// Decided by the local breaker (degraded `LOCAL` mode): feed it.
-    Local,
-    /// Allowed without any breaker (degraded `FAIL_OPEN`, or an override
-    /// while unreachable): nothing to report.
-    Unchecked,
-}
+use crate::shared::{CircuitShared, Grant, Link, PermitKind, Queued};
 
 /// Permission to make one protected call. Report how it went with
 /// [`success`](Self::success), [`failure`](Self::failure),
@@ -70,6 +56,11 @@ impl Permit {
             started: Instant::now(),
             done: false,
         }
+    }
+
+    /// The permit for a call a decider below the handles allowed.
+    pub(crate) fn granted(circuit: Arc<CircuitShared>, g: Grant) -> Self {
+        Self::new(circuit, g.generation, g.lease, g.kind)
     }
 
     /// The circuit this permit is for.
@@ -133,7 +124,7 @@ impl Permit {
     }
 
     /// `completed`: when the call ended, so the report can say how long it
-    /// waited in its batch (see [`report`](crate::report)).
+    /// waited in its batch (its `age_us`).
     fn finish(&mut self, outcome: Outcome, latency: Duration, completed: Instant) {
         if std::mem::replace(&mut self.done, true) {
             return;

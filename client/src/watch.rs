@@ -10,11 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakerd_policy::{OverrideKind, Policy, PolicySpec};
+use breakerd_policy::Policy;
 use breakerd_proto::v1 as pb;
 
-use crate::circuit::{CircuitShared, Word, state_from_proto};
-use crate::coordinator::Inner;
+use crate::backoff::Backoff;
+use crate::shared::{
+    CircuitShared, Inner, Word, override_from_proto, spec_from_proto, state_from_proto,
+};
 
 enum End {
     /// The set of names changed (or a circuit was deleted): re-open now.
@@ -112,7 +114,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
-async fn backoff(b: &crate::backoff::Backoff, attempt: &mut u32) {
+async fn backoff(b: &Backoff, attempt: &mut u32) {
     let d = b.delay(*attempt);
     *attempt = attempt.saturating_add(1);
     tokio::time::sleep(d).await;
@@ -180,46 +182,4 @@ pub(crate) fn apply_snapshot(s: &CircuitShared, snap: &pb::CircuitSnapshot, init
     };
     let word = Word::new(state, snap.generation, ov, slow.policy.degraded_mode());
     s.publish(&slow, word, open_until, override_until);
-}
-
-fn override_from_proto(k: i32) -> Option<OverrideKind> {
-    match pb::OverrideKind::try_from(k) {
-        Ok(pb::OverrideKind::ForcedOpen) => Some(OverrideKind::ForcedOpen),
-        Ok(pb::OverrideKind::ForcedClosed) => Some(OverrideKind::ForcedClosed),
-        Ok(pb::OverrideKind::Disabled) => Some(OverrideKind::Disabled),
-        _ => None,
-    }
-}
-
-/// The policy fields the coordinator sent, as a spec over the defaults. An
-/// enum number this client does not know (from a newer coordinator) leaves
-/// that field at its default rather than dropping the policy.
-fn spec_from_proto(p: &pb::Policy) -> PolicySpec {
-    breakerd_proto::policy::spec_from_proto(p).0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proto_policy_becomes_a_checked_policy() {
-        let p = pb::Policy {
-            consecutive_failures: Some(3),
-            open_base_ms: Some(200),
-            open_jitter: Some(0.0),
-            degraded_mode: Some(pb::DegradedMode::FailClosed as i32),
-            ..Default::default()
-        };
-        let policy = Policy::default()
-            .apply(&spec_from_proto(&p))
-            .expect("valid");
-        assert_eq!(
-            policy.degraded_mode(),
-            breakerd_policy::DegradedMode::FailClosed
-        );
-        let spec = policy.to_spec();
-        assert_eq!(spec.consecutive_failures, Some(3));
-        assert_eq!(spec.open_base_ms, Some(200));
-    }
 }

@@ -8,7 +8,7 @@
 
 use std::{net::IpAddr, path::Path, time::Duration};
 
-use breakerd_client::{ClientTls, Coordinator, Error as ClientError};
+use breakerd_client::{ClientTls, Coordinator, Error as ClientError, RefusalCode};
 use breakerd_e2e::{TestServer, config, within};
 use breakerd_proto::v1::{
     self as pb, AcquireRequest, GetCircuitRequest, OverrideKind, SetOverrideRequest, WatchRequest,
@@ -378,7 +378,7 @@ async fn the_client_crate_connects_with_tls_and_a_token() {
         matches!(
             err,
             ClientError::Refused {
-                code: Code::Unauthenticated,
+                code: RefusalCode::Unauthenticated,
                 ..
             }
         ),

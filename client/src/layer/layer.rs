@@ -24,6 +24,15 @@ impl CircuitBreakerLayer {
     }
 }
 
+// Here rather than in mod.rs, so the service does not import its layer
+// back (mod.rs only re-exports this file).
+impl<S> CircuitBreaker<S> {
+    /// A [`CircuitBreakerLayer`] for `circuit`.
+    pub fn layer(circuit: Circuit) -> CircuitBreakerLayer {
+        CircuitBreakerLayer::new(circuit)
+    }
+}
+
 impl<C> CircuitBreakerLayer<C> {
     /// Use `classifier` instead (a [`Classify`](super::Classify)
     /// implementation or a closure `Fn(Result<&Res, &Err>) -> Outcome`).

@@ -65,11 +65,6 @@ impl<S> CircuitBreaker<S> {
     pub fn new(inner: S, circuit: Circuit) -> Self {
         Self::with_classifier(inner, circuit, DefaultClassifier)
     }
-
-    /// A [`CircuitBreakerLayer`] for `circuit`.
-    pub fn layer(circuit: Circuit) -> CircuitBreakerLayer {
-        CircuitBreakerLayer::new(circuit)
-    }
 }
 
 impl<S, C> CircuitBreaker<S, C> {

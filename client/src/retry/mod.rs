@@ -2,7 +2,7 @@
 //!
 //! [`RetryPolicy::run`] makes up to `max_attempts` attempts (default 3,
 //! 1..=10), each through the circuit and under a timeout, sleeping an
-//! exponential, jittered delay between them ([`backoff::delay`]). It stops
+//! exponential, jittered delay between them ([`Backoff::delay`]). It stops
 //! early, and never calls the dependency, when:
 //!
 //! * the circuit rejects an attempt ([`Stop::Rejected`]: the rejection, for
@@ -29,7 +29,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod backoff;
 pub mod budget;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -43,7 +42,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use backoff::{Backoff, Jitter};
+pub use crate::backoff::{Backoff, Jitter};
 pub use budget::{InvalidBudget, RetryBudget};
 
 use crate::{CallError, Circuit, Error, Outcome};
@@ -369,7 +368,7 @@ impl RetryPolicy {
             if attempts >= self.max_attempts {
                 return result.map_err(|e| stop(e, Stop::Exhausted));
             }
-            let delay = backoff::delay(&self.backoff, attempts - 1, rand::random::<f64>());
+            let delay = self.backoff.delay(attempts - 1);
             if circuit.is_some_and(|c| open_beyond(c, delay)) {
                 return result.map_err(|e| stop(e, Stop::CircuitOpen));
             }

@@ -23,7 +23,7 @@ use tonic::client::Grpc;
 use tonic::codec::{Codec, EncodeBuf, Encoder, Streaming};
 use tonic_prost::ProstDecoder;
 
-use crate::builder::RpcChannel;
+use crate::shared::RpcChannel;
 
 /// The RPC this codec is for.
 pub(crate) const REPORT_STREAM_PATH: &str = "/breakerd.v1.Breaker/ReportStream";

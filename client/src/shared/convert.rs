@@ -1,0 +1,122 @@
+//! Conversions from what the coordinator sends (proto enums, policies,
+//! gRPC status codes) to the client's own types, in one place.
+
+use breakerd_policy::{OverrideKind, PolicySpec, RejectReason, State};
+use breakerd_proto::v1 as pb;
+
+use crate::error::RefusalCode;
+
+pub(crate) fn state_from_proto(s: i32) -> Option<State> {
+    match pb::CircuitState::try_from(s) {
+        Ok(pb::CircuitState::Closed) => Some(State::Closed),
+        Ok(pb::CircuitState::Open) => Some(State::Open),
+        Ok(pb::CircuitState::HalfOpen) => Some(State::HalfOpen),
+        _ => None,
+    }
+}
+
+pub(crate) fn reason_from_proto(r: i32) -> RejectReason {
+    match pb::RejectReason::try_from(r) {
+        Ok(pb::RejectReason::ProbesExhausted) => RejectReason::ProbesExhausted,
+        Ok(pb::RejectReason::ForcedOpen) => RejectReason::ForcedOpen,
+        _ => RejectReason::Open,
+    }
+}
+
+pub(crate) fn override_from_proto(k: i32) -> Option<OverrideKind> {
+    match pb::OverrideKind::try_from(k) {
+        Ok(pb::OverrideKind::ForcedOpen) => Some(OverrideKind::ForcedOpen),
+        Ok(pb::OverrideKind::ForcedClosed) => Some(OverrideKind::ForcedClosed),
+        Ok(pb::OverrideKind::Disabled) => Some(OverrideKind::Disabled),
+        _ => None,
+    }
+}
+
+/// The policy fields the coordinator sent, as a spec over the defaults. An
+/// enum number this client does not know (from a newer coordinator) leaves
+/// that field at its default rather than dropping the policy.
+pub(crate) fn spec_from_proto(p: &pb::Policy) -> PolicySpec {
+    breakerd_proto::policy::spec_from_proto(p).0
+}
+
+/// What a failed RPC's status code means: `Some` when the coordinator
+/// answered and refused (surfaced as `Error::Refused`), `None` when it
+/// could not answer, which switches the client to its degraded mode rather
+/// than surfacing as an error. (An error status saying `OK` cannot come out
+/// of tonic; it would mean a broken answer, so it counts as unreachable.)
+pub(crate) fn refusal_code(code: tonic::Code) -> Option<RefusalCode> {
+    use tonic::Code;
+    Some(match code {
+        Code::InvalidArgument => RefusalCode::InvalidArgument,
+        Code::NotFound => RefusalCode::NotFound,
+        Code::AlreadyExists => RefusalCode::AlreadyExists,
+        Code::PermissionDenied => RefusalCode::PermissionDenied,
+        Code::ResourceExhausted => RefusalCode::ResourceExhausted,
+        Code::FailedPrecondition => RefusalCode::FailedPrecondition,
+        Code::OutOfRange => RefusalCode::OutOfRange,
+        Code::Unimplemented => RefusalCode::Unimplemented,
+        Code::DataLoss => RefusalCode::DataLoss,
+        Code::Unauthenticated => RefusalCode::Unauthenticated,
+        Code::Ok
+        | Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::Internal
+        | Code::Aborted => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use breakerd_policy::Policy;
+
+    use super::*;
+
+    #[test]
+    fn proto_policy_becomes_a_checked_policy() {
+        let p = pb::Policy {
+            consecutive_failures: Some(3),
+            open_base_ms: Some(200),
+            open_jitter: Some(0.0),
+            degraded_mode: Some(pb::DegradedMode::FailClosed as i32),
+            ..Default::default()
+        };
+        let policy = Policy::default()
+            .apply(&spec_from_proto(&p))
+            .expect("valid");
+        assert_eq!(
+            policy.degraded_mode(),
+            breakerd_policy::DegradedMode::FailClosed
+        );
+        let spec = policy.to_spec();
+        assert_eq!(spec.consecutive_failures, Some(3));
+        assert_eq!(spec.open_base_ms, Some(200));
+    }
+
+    #[test]
+    fn every_status_code_is_a_refusal_or_unreachable() {
+        use tonic::Code;
+        let unreachable = [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Cancelled,
+            Code::Unknown,
+            Code::Internal,
+            Code::Aborted,
+        ];
+        for code in unreachable {
+            assert_eq!(refusal_code(code), None, "{code:?}");
+        }
+        for n in 0..=16 {
+            let code = Code::from_i32(n);
+            if code == Code::Ok || unreachable.contains(&code) {
+                continue;
+            }
+            let refusal = refusal_code(code).expect("a refusal");
+            // The same number, and the name tonic's Debug printed before.
+            assert_eq!(refusal.grpc_code(), n, "{code:?}");
+            assert_eq!(refusal.to_string(), format!("{code:?}"));
+        }
+    }
+}
