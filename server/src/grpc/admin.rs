@@ -10,11 +10,11 @@ use tonic::{Request, Response, Status};
 use super::{
     convert::{
         detail_to_proto, invalid, override_kind_from_proto, policy_spec_from_proto,
-        snapshot_to_proto, state_filter_from_proto,
+        snapshot_to_proto, state_filter_from_proto, status_from_core,
     },
     limits::{ClientId, ClientLimits},
 };
-use crate::core::{ListQuery, Registry};
+use breakerd_core::{ListQuery, Registry};
 
 /// The admin service.
 #[derive(Debug, Clone)]
@@ -61,7 +61,10 @@ impl Admin for AdminService {
         request: Request<pb::GetCircuitRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
         self.admit(&request, None)?;
-        let detail = self.registry.get(&request.get_ref().name)?;
+        let detail = self
+            .registry
+            .get(&request.get_ref().name)
+            .map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -77,7 +80,7 @@ impl Admin for AdminService {
             page_size: usize::try_from(req.page_size).unwrap_or(usize::MAX),
             page_token: req.page_token,
         };
-        let page = self.registry.list(&query)?;
+        let page = self.registry.list(&query).map_err(status_from_core)?;
         Ok(Response::new(pb::ListCircuitsResponse {
             circuits: page.circuits.iter().map(snapshot_to_proto).collect(),
             next_page_token: page.next_page_token,
@@ -97,8 +100,9 @@ impl Admin for AdminService {
         let spec = policy_spec_from_proto(policy)?;
         let detail = self
             .registry
-            .set_policy(&req.name, &spec, &req.actor, &req.reason)?;
-        self.registry.durable().await?;
+            .set_policy(&req.name, &spec, &req.actor, &req.reason)
+            .map_err(status_from_core)?;
+        self.registry.durable().await.map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -110,10 +114,11 @@ impl Admin for AdminService {
         let req = request.into_inner();
         let kind = override_kind_from_proto(req.kind)?;
         let expires_in = (req.expires_in_ms != 0).then(|| Duration::from_millis(req.expires_in_ms));
-        let detail =
-            self.registry
-                .set_override(&req.name, kind, &req.actor, &req.reason, expires_in)?;
-        self.registry.durable().await?;
+        let detail = self
+            .registry
+            .set_override(&req.name, kind, &req.actor, &req.reason, expires_in)
+            .map_err(status_from_core)?;
+        self.registry.durable().await.map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -125,8 +130,9 @@ impl Admin for AdminService {
         let req = request.into_inner();
         let detail = self
             .registry
-            .clear_override(&req.name, &req.actor, &req.reason)?;
-        self.registry.durable().await?;
+            .clear_override(&req.name, &req.actor, &req.reason)
+            .map_err(status_from_core)?;
+        self.registry.durable().await.map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -136,8 +142,11 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::CircuitDetail>, Status> {
         self.admit(&request, None)?;
         let req = request.into_inner();
-        let detail = self.registry.reset(&req.name, &req.actor, &req.reason)?;
-        self.registry.durable().await?;
+        let detail = self
+            .registry
+            .reset(&req.name, &req.actor, &req.reason)
+            .map_err(status_from_core)?;
+        self.registry.durable().await.map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -147,8 +156,10 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DeleteCircuitResponse>, Status> {
         self.admit(&request, None)?;
         let req = request.into_inner();
-        self.registry.delete(&req.name, &req.actor, &req.reason)?;
-        self.registry.durable().await?;
+        self.registry
+            .delete(&req.name, &req.actor, &req.reason)
+            .map_err(status_from_core)?;
+        self.registry.durable().await.map_err(status_from_core)?;
         Ok(Response::new(pb::DeleteCircuitResponse { name: req.name }))
     }
 
@@ -169,8 +180,11 @@ impl Admin for AdminService {
             }
         };
         let circuit = (!req.circuit.is_empty()).then_some(req.circuit.as_str());
-        let records = self.registry.audit_log(circuit, limit)?;
-        let json = |r: &Option<crate::store::CircuitRecord>| {
+        let records = self
+            .registry
+            .audit_log(circuit, limit)
+            .map_err(status_from_core)?;
+        let json = |r: &Option<breakerd_core::store::CircuitRecord>| {
             r.as_ref()
                 .and_then(|r| serde_json::to_string(r).ok())
                 .unwrap_or_default()

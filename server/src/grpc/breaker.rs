@@ -11,10 +11,11 @@ use super::{
     ShutdownSignal,
     convert::{
         ms_ceil, outcome_from_proto, reject_reason_to_proto, snapshot_to_proto, state_to_proto,
+        status_from_core,
     },
     limits::{ClientId, ClientLimits},
 };
-use crate::core::{OutcomeIn, Registry, Subscription, WatchUpdate};
+use breakerd_core::{OutcomeIn, Registry, Subscription, WatchUpdate};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -77,9 +78,11 @@ async fn report(
     req: &pb::ReportRequest,
 ) -> Result<pb::ReportResponse, Status> {
     let outcomes = outcomes_from_proto(req)?;
-    let s = registry.report(&req.node_id, &outcomes)?;
+    let s = registry
+        .report(&req.node_id, &outcomes)
+        .map_err(status_from_core)?;
     if s.transitions > 0 {
-        registry.durable().await?;
+        registry.durable().await.map_err(status_from_core)?;
     }
     Ok(pb::ReportResponse {
         applied: s.applied,
@@ -110,7 +113,10 @@ impl Breaker for BreakerService {
         let req = request.into_inner();
         self.limits
             .check_new_circuits(&client, &self.registry, [req.circuit.as_str()])?;
-        let out = self.registry.acquire(&req.circuit, &req.node_id)?;
+        let out = self
+            .registry
+            .acquire(&req.circuit, &req.node_id)
+            .map_err(status_from_core)?;
         let res = match out.decision {
             Decision::Allow {
                 generation,
@@ -216,13 +222,16 @@ impl Breaker for BreakerService {
         let client = ClientId::of(&request, &request.get_ref().node_id);
         self.limits.check_request(&client)?;
         let req = request.into_inner();
-        crate::core::validate_node_id(&req.node_id)?;
+        breakerd_core::validate_node_id(&req.node_id).map_err(status_from_core)?;
         self.limits.check_new_circuits(
             &client,
             &self.registry,
             req.circuits.iter().map(String::as_str),
         )?;
-        let sub = self.registry.watch(&req.circuits)?;
+        let sub = self
+            .registry
+            .watch(&req.circuits)
+            .map_err(status_from_core)?;
         tracing::debug!(node_id = %req.node_id, circuits = req.circuits.len(), "watch started");
         let state: (Subscription, ShutdownSignal, bool) = (sub, self.shutdown.clone(), false);
         let out = stream::unfold(state, |(mut sub, mut shutdown, done)| async move {

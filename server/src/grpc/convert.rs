@@ -12,7 +12,7 @@ use breakerd_policy::{self as policy, Policy, PolicySpec};
 use breakerd_proto::v1 as pb;
 use tonic::Status;
 
-use crate::core::{CircuitDetail, CircuitSnapshot, CoreError, OverrideSnapshot, TransitionView};
+use breakerd_core::{CircuitDetail, CircuitSnapshot, CoreError, OverrideSnapshot, TransitionView};
 
 /// Maps a core error to its gRPC status. Exhaustive on purpose.
 pub fn status_from_core(err: CoreError) -> Status {
@@ -23,12 +23,6 @@ pub fn status_from_core(err: CoreError) -> Status {
         e @ CoreError::NotFound { .. } => Status::not_found(e.to_string()),
         e @ CoreError::TooManyCircuits { .. } => Status::resource_exhausted(e.to_string()),
         e @ CoreError::Storage(_) => Status::unavailable(e.to_string()),
-    }
-}
-
-impl From<CoreError> for Status {
-    fn from(err: CoreError) -> Status {
-        status_from_core(err)
     }
 }
 
@@ -236,7 +230,7 @@ pub fn counters_to_proto(c: &policy::Counters) -> pb::Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::NameProblem;
+    use breakerd_core::NameProblem;
     use tonic::Code;
 
     #[test]
@@ -275,7 +269,7 @@ mod tests {
             ),
         ];
         for (err, code, message) in cases {
-            let status = Status::from(err);
+            let status = status_from_core(err);
             assert_eq!((status.code(), status.message()), (code, message));
         }
     }

@@ -30,7 +30,7 @@ use std::{
 use dashmap::{DashMap, mapref::entry::Entry};
 use tonic::{Request, Status, metadata::MetadataValue};
 
-use crate::core::{Registry, validate_circuit_name, validate_node_id};
+use breakerd_core::{Registry, validate_circuit_name, validate_node_id};
 
 /// Response metadata key of the retry hint, in milliseconds.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
@@ -436,7 +436,7 @@ pub fn retry_after_ms(status: &Status) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{PolicyResolver, RegistryConfig};
+    use breakerd_core::{PolicyResolver, RegistryConfig};
 
     fn node(n: &str) -> ClientId {
         ClientId::Node {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Body, HttpState, MAX_BODY_BYTES, error};
-use crate::core::{CircuitDetail, CircuitSnapshot, CoreError, ListQuery, OverrideSnapshot};
+use breakerd_core::{CircuitDetail, CircuitSnapshot, CoreError, ListQuery, OverrideSnapshot};
 
 /// Actor recorded in the audit log for changes made from the dashboard.
 pub const ACTOR: &str = "dashboard";

@@ -11,7 +11,7 @@ use tokio::{
 };
 
 use super::*;
-use crate::core::{OutcomeIn, Registry};
+use breakerd_core::{OutcomeIn, Registry};
 
 const TOKEN: &str = "s3cret-token-0123456789";
 const DEADLINE: Duration = Duration::from_secs(10);

@@ -10,6 +10,13 @@
 //!
 //! Time comes from `tokio::time::Instant::now()`, so tests drive it with a
 //! paused clock.
+//!
+//! [`store`] is the embedded store the registry persists to: what must
+//! survive a crash and restart.
+
+#![forbid(unsafe_code)]
+
+pub mod store;
 
 mod circuit_name;
 mod driver;
