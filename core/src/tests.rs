@@ -10,6 +10,7 @@ use tokio::sync::Barrier;
 use tokio::time::timeout;
 
 use super::*;
+use crate::circuit::{Circuit, CircuitKey};
 
 const WAIT: Duration = Duration::from_secs(5);
 

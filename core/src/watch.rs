@@ -2,12 +2,14 @@
 //! later change to them, with a full resync when a watcher falls behind.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-use super::{CircuitSnapshot, CoreError, Registry, now};
+use crate::circuit::snapshot_of;
+use crate::error::CoreError;
+use crate::registry::{Registry, now};
+use crate::types::CircuitSnapshot;
 
 /// Most changes handed out in one [`WatchUpdate::Changed`].
 const MAX_CHANGES_PER_UPDATE: usize = 256;
@@ -36,7 +38,7 @@ pub struct Subscription {
     rx: broadcast::Receiver<Arc<CircuitSnapshot>>,
 }
 
-pub(super) fn subscribe(
+pub(crate) fn subscribe(
     registry: &Arc<Registry>,
     names: &[String],
 ) -> Result<Subscription, CoreError> {
@@ -70,7 +72,7 @@ pub(super) fn subscribe(
         let mut snaps = Vec::with_capacity(sub.ordered.len());
         for n in &sub.ordered {
             snaps.push(registry.with_circuit(n, true, now, |c, inner| {
-                Ok(Arc::new(super::snapshot_of(&c.name, inner, now)))
+                Ok(Arc::new(snapshot_of(&c.name, inner, now)))
             })?);
         }
         snaps
@@ -123,7 +125,7 @@ impl Subscription {
         let registry = self.registry.upgrade()?;
         // Skip what is still queued: the snapshots below are newer.
         self.rx = self.rx.resubscribe();
-        registry.stats.watch_resyncs.fetch_add(1, Ordering::Relaxed);
+        registry.stats.count_resync();
         let now = now();
         let snaps = if self.names.is_none() {
             registry.snapshot_all(now)
