@@ -59,8 +59,8 @@ impl Registry {
     /// store). Admin calls answer only after this, so an acknowledged change
     /// survives a crash.
     pub async fn durable(&self) -> Result<(), CoreError> {
-        match &self.store {
-            Some(store) => store
+        match &self.durable_state {
+            Some(durable) => durable
                 .flush()
                 .await
                 .map_err(|e| CoreError::Storage(e.to_string())),
@@ -91,9 +91,9 @@ impl Registry {
             after = %json(&after),
             "admin change"
         );
-        if let Some(store) = &self.store {
+        if let Some(durable) = &self.durable_state {
             let at_ms = Clocks::now().unix_ms;
-            drop(store.audit(AuditRecord {
+            durable.audit(AuditRecord {
                 at_ms,
                 actor: change.actor.to_owned(),
                 action: change.action.to_owned(),
@@ -101,7 +101,7 @@ impl Registry {
                 reason: change.reason.to_owned(),
                 before,
                 after,
-            }));
+            });
         }
     }
 
@@ -246,8 +246,8 @@ impl Registry {
             }
             let before = record_of(&circuit.name, &inner, now);
             self.remove_locked(&circuit, &mut inner);
-            if let Some(store) = &self.store {
-                drop(store.forget(&circuit.name));
+            if let Some(durable) = &self.durable_state {
+                durable.forget(&circuit.name);
             }
             self.audit(
                 Change::new(actor, "delete", reason, &circuit.name),

@@ -16,6 +16,9 @@
 //! - `error`, `name`: why a call is refused; the naming rule.
 //! - `glob`, `resolver`: the configured policy of a new circuit.
 //! - [`store`]: the embedded store, what must survive a crash and restart.
+//! - `durable`: the durable-state seam, [`DurableState`]: the one interface
+//!   through which the registry persists (the store sits behind it; a
+//!   replicated one will).
 //! - `types`: what goes into and comes out of the registry.
 //! - `circuit_name`, `circuit`: one circuit, its key, its snapshots and
 //!   records.
@@ -38,6 +41,7 @@ mod circuit;
 mod circuit_name;
 mod data_plane;
 mod driver;
+mod durable;
 mod error;
 mod glob;
 mod name;
@@ -52,6 +56,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use durable::{DurableState, Flush};
 pub use error::CoreError;
 pub use glob::glob_match;
 pub use name::{MAX_NAME_LEN, NameProblem, validate_circuit_name, validate_node_id};

@@ -146,8 +146,8 @@ impl Registry {
         if let Some(name) = circuit {
             validate_circuit_name(name)?;
         }
-        match &self.store {
-            Some(store) => store
+        match &self.durable_state {
+            Some(durable) => durable
                 .read_audit(circuit, limit)
                 .map_err(|e| CoreError::Storage(e.to_string())),
             None => Ok(Vec::new()),

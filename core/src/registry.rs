@@ -13,10 +13,11 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::circuit::{Circuit, CircuitInner, CircuitKey};
 use crate::circuit_name::CircuitName;
+use crate::durable::DurableState;
 use crate::name;
 use crate::resolver::PolicyResolver;
 use crate::stats::Stats;
-use crate::store::{Clocks, Loaded, Store, generation_floor};
+use crate::store::{Clocks, Loaded, generation_floor};
 use crate::types::{CircuitSnapshot, RegistryConfig};
 
 /// A deadline handed to the background driver: when, and which circuit.
@@ -50,8 +51,9 @@ pub struct Registry {
     pub(crate) driver_ticks: tokio::sync::watch::Sender<u64>,
     pub(crate) epoch: Instant,
     pub(crate) stats: Stats,
-    /// Where durable state goes; `None` runs in memory only.
-    pub(crate) store: Option<Store>,
+    /// Where durable state goes, through the durable-state seam; `None`
+    /// runs in memory only.
+    pub(crate) durable_state: Option<Box<dyn DurableState>>,
     /// Every generation handed out in this run is above this (see
     /// [`generation_floor`]), so generations never go back across restarts.
     pub(crate) generation_floor: Generation,
@@ -69,18 +71,20 @@ impl Registry {
         Arc::new(Self::build(config, resolver, None, 0))
     }
 
-    /// A registry backed by `store`, holding every circuit `loaded` from it:
+    /// A registry backed by `store` (the embedded
+    /// [`Store`](crate::store::Store), or anything else behind the
+    /// [`DurableState`] seam), holding every circuit `loaded` from it:
     /// overrides, admin policies, backoff memory, and open circuits until
     /// their original deadline (downtime counted). Every generation of this
     /// run is above those of earlier runs.
     pub fn restore(
         config: RegistryConfig,
         resolver: PolicyResolver,
-        store: Store,
+        store: impl DurableState + 'static,
         loaded: Loaded,
     ) -> Arc<Self> {
         let floor = generation_floor(loaded.epoch);
-        let registry = Self::build(config, resolver, Some(store), floor);
+        let registry = Self::build(config, resolver, Some(Box::new(store)), floor);
         let clocks = Clocks::now();
         let now = clocks.mono;
         for record in loaded.circuits {
@@ -128,7 +132,7 @@ impl Registry {
     pub(crate) fn build(
         config: RegistryConfig,
         resolver: PolicyResolver,
-        store: Option<Store>,
+        durable_state: Option<Box<dyn DurableState>>,
         generation_floor: Generation,
     ) -> Self {
         let (hub, _) = broadcast::channel(config.watch_buffer.max(1));
@@ -146,7 +150,7 @@ impl Registry {
             driver_ticks: tokio::sync::watch::channel(0).0,
             epoch: now(),
             stats: Stats::default(),
-            store,
+            durable_state,
             generation_floor,
         }
     }

@@ -152,12 +152,11 @@ impl Registry {
         self.schedule(circuit, inner, not_before);
     }
 
-    /// Queues the circuit's durable state for the store (not waiting for it
-    /// to reach the disk; admin calls wait with [`durable`](Self::durable)).
+    /// Queues the circuit's durable state (not waiting for it to be
+    /// durable; admin calls wait with [`durable`](Self::durable)).
     pub(crate) fn persist(&self, circuit: &Circuit, inner: &CircuitInner, now: Instant) {
-        if let Some(store) = &self.store {
-            // The Ack is not awaited here: the write stays queued.
-            drop(store.put(record_of(&circuit.name, inner, now)));
+        if let Some(durable) = &self.durable_state {
+            durable.put(record_of(&circuit.name, inner, now));
         }
     }
 
