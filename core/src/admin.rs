@@ -56,8 +56,9 @@ impl<'a> Change<'a> {
 
 impl Registry {
     /// Waits until every change made so far is durable (a no-op without a
-    /// store). Admin calls answer only after this, so an acknowledged change
-    /// survives a crash.
+    /// store). Changes are acknowledged through
+    /// `acknowledge`, which waits with this; shutdown
+    /// calls it so that transitions queued since reach the disk.
     pub async fn durable(&self) -> Result<(), CoreError> {
         match &self.durable_state {
             Some(durable) => durable
@@ -68,6 +69,88 @@ impl Registry {
         }
     }
 
+    /// `change`, once it would survive a crash: waits until every change
+    /// made so far (this one included) is durable. The one wait for
+    /// durability on behalf of callers: every admin change is answered
+    /// through it, and a report batch that moved a circuit (e.g. tripped it
+    /// open), so that nothing acknowledged is lost. A failed wait is
+    /// [`CoreError::Storage`]: the change is in force but may not survive.
+    pub(crate) async fn acknowledge<T, E: From<CoreError>>(
+        &self,
+        change: Result<T, E>,
+    ) -> Result<T, E> {
+        let value = change?;
+        self.durable().await?;
+        Ok(value)
+    }
+
+    /// Changes the admin policy of `name` (creating the circuit): the set
+    /// fields of `spec` are merged onto its current admin policy, and the
+    /// result is layered over the configured policy. An invalid result
+    /// changes nothing.
+    /// Answered once the change is durable.
+    pub async fn set_policy(
+        &self,
+        name: &str,
+        spec: &PolicySpec,
+        actor: &str,
+        reason: &str,
+    ) -> Result<CircuitDetail, CoreError> {
+        self.acknowledge(self.apply_set_policy(name, spec, actor, reason))
+            .await
+    }
+
+    /// Sets an operator override on `name` (creating the circuit), lapsing
+    /// after `expires_in` when given.
+    /// Answered once the change is durable.
+    pub async fn set_override(
+        &self,
+        name: &str,
+        kind: OverrideKind,
+        actor: &str,
+        reason: &str,
+        expires_in: Option<Duration>,
+    ) -> Result<CircuitDetail, CoreError> {
+        self.acknowledge(self.apply_set_override(name, kind, actor, reason, expires_in))
+            .await
+    }
+
+    /// Removes the operator override of `name`, if any (a no-op when there
+    /// is none).
+    /// Answered once the change is durable.
+    pub async fn clear_override(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<CircuitDetail, CoreError> {
+        self.acknowledge(self.apply_clear_override(name, actor, reason))
+            .await
+    }
+
+    /// Puts `name` back to closed with fresh counters under a new
+    /// generation; its override and policy stay.
+    /// Answered once the change is durable.
+    pub async fn reset(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<CircuitDetail, CoreError> {
+        self.acknowledge(self.apply_reset(name, actor, reason))
+            .await
+    }
+
+    /// Forgets `name`, its override and its admin policy. Watchers receive a
+    /// `deleted` snapshot.
+    /// Answered once the change is durable.
+    pub async fn delete(&self, name: &str, actor: &str, reason: &str) -> Result<(), CoreError> {
+        self.acknowledge(self.apply_delete(name, actor, reason))
+            .await
+    }
+}
+
+impl Registry {
     /// Records an admin change: a structured log line and, with a store, an
     /// audit record with the circuit's durable state before and after.
     fn audit(
@@ -105,11 +188,9 @@ impl Registry {
         }
     }
 
-    /// Changes the admin policy of `name` (creating the circuit): the set
-    /// fields of `spec` are merged onto its current admin policy, and the
-    /// result is layered over the configured policy. An invalid result
-    /// changes nothing.
-    pub fn set_policy(
+    /// The change of [`set_policy`](Self::set_policy), made and queued for the store,
+    /// not waiting for it to be durable.
+    fn apply_set_policy(
         &self,
         name: &str,
         spec: &PolicySpec,
@@ -141,9 +222,9 @@ impl Registry {
         })
     }
 
-    /// Sets an operator override on `name` (creating the circuit), lapsing
-    /// after `expires_in` when given.
-    pub fn set_override(
+    /// The change of [`set_override`](Self::set_override), made and queued for the store,
+    /// not waiting for it to be durable.
+    fn apply_set_override(
         &self,
         name: &str,
         kind: OverrideKind,
@@ -187,9 +268,9 @@ impl Registry {
         })
     }
 
-    /// Removes the operator override of `name`, if any (a no-op when there
-    /// is none).
-    pub fn clear_override(
+    /// The change of [`clear_override`](Self::clear_override), made and queued for the store,
+    /// not waiting for it to be durable.
+    fn apply_clear_override(
         &self,
         name: &str,
         actor: &str,
@@ -211,9 +292,14 @@ impl Registry {
         })
     }
 
-    /// Puts `name` back to closed with fresh counters under a new
-    /// generation; its override and policy stay.
-    pub fn reset(&self, name: &str, actor: &str, reason: &str) -> Result<CircuitDetail, CoreError> {
+    /// The change of [`reset`](Self::reset), made and queued for the store,
+    /// not waiting for it to be durable.
+    fn apply_reset(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<CircuitDetail, CoreError> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let now = now();
@@ -230,9 +316,9 @@ impl Registry {
         })
     }
 
-    /// Forgets `name`, its override and its admin policy. Watchers receive a
-    /// `deleted` snapshot.
-    pub fn delete(&self, name: &str, actor: &str, reason: &str) -> Result<(), CoreError> {
+    /// The change of [`delete`](Self::delete), made and queued for the store,
+    /// not waiting for it to be durable.
+    fn apply_delete(&self, name: &str, actor: &str, reason: &str) -> Result<(), CoreError> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let now = now();

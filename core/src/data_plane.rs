@@ -45,7 +45,25 @@ impl Registry {
     /// every name are checked first: if anything is invalid nothing is
     /// applied. Outcomes for circuits that do not exist are counted as
     /// unknown; they never create a circuit.
-    pub fn report(&self, node: &str, outcomes: &[OutcomeIn]) -> Result<ReportSummary, CoreError> {
+    ///
+    /// A batch that moved a circuit (e.g. tripped it open) is answered only
+    /// once that state is durable, so an acknowledged trip survives a
+    /// crash; any other batch is answered at once.
+    pub async fn report(
+        &self,
+        node: &str,
+        outcomes: &[OutcomeIn],
+    ) -> Result<ReportSummary, CoreError> {
+        let summary = self.apply_report(node, outcomes)?;
+        if summary.transitions == 0 {
+            return Ok(summary);
+        }
+        self.acknowledge(Ok(summary)).await
+    }
+
+    /// The batch of [`report`](Self::report), applied and queued for the
+    /// store, not waiting for it to be durable.
+    fn apply_report(&self, node: &str, outcomes: &[OutcomeIn]) -> Result<ReportSummary, CoreError> {
         validate_node_id(node)?;
         if outcomes.len() > self.config.max_report_batch {
             return Err(CoreError::InvalidArgument(format!(

@@ -42,12 +42,12 @@ fn failure(circuit: &str, generation: u64) -> OutcomeIn {
     }
 }
 
-fn trip(r: &Registry, circuit: &str, failures: u32) {
+async fn trip(r: &Registry, circuit: &str, failures: u32) {
     let generation = r.acquire(circuit, "tripper").unwrap().decision.generation();
     let batch: Vec<_> = (0..failures)
         .map(|_| failure(circuit, generation))
         .collect();
-    let summary = r.report("tripper", &batch).unwrap();
+    let summary = r.report("tripper", &batch).await.unwrap();
     assert_eq!(summary.transitions, 1, "the batch trips the circuit once");
     assert_eq!(r.get(circuit).unwrap().snapshot.state, State::Open);
 }
@@ -89,7 +89,7 @@ async fn concurrent_failures_trip_exactly_once() {
                 let node = format!("node-{i}");
                 let generation = r.acquire("c", &node).unwrap().decision.generation();
                 barrier.wait().await;
-                r.report(&node, &[failure("c", generation)]).unwrap()
+                r.report(&node, &[failure("c", generation)]).await.unwrap()
             })
         })
         .collect();
@@ -109,7 +109,7 @@ async fn concurrent_failures_trip_exactly_once() {
     assert_eq!(detail.counters.total_stale, 59);
 
     // Every event for "c" was published before this one.
-    r.reset("sentinel", "test", "end marker").unwrap();
+    r.reset("sentinel", "test", "end marker").await.unwrap();
     let mut opens = 0;
     'outer: loop {
         for s in next_changed(&mut sub).await {
@@ -136,7 +136,7 @@ async fn half_open_grants_exactly_the_configured_probes() {
     let _driver = r.spawn_background(std::future::pending());
     let mut sub = r.watch(&["h".into()]).unwrap();
     initial(&mut sub).await;
-    trip(&r, "h", 5);
+    trip(&r, "h", 5).await;
     // The driver moves it to half-open after 1 ms; wait for the event.
     loop {
         if next_changed(&mut sub)
@@ -180,7 +180,7 @@ async fn driver_reopens_for_probes_and_reclaims_lost_leases() {
     let _driver = r.spawn_background(std::future::pending());
     let mut sub = r.watch(&["p".into()]).unwrap();
     initial(&mut sub).await;
-    trip(&r, "p", 2);
+    trip(&r, "p", 2).await;
     let open = next_changed(&mut sub).await;
     assert_eq!(open.last().unwrap().state, State::Open);
     assert_eq!(
@@ -237,6 +237,7 @@ async fn driver_lapses_expired_overrides() {
         "maintenance",
         Some(Duration::from_secs(5)),
     )
+    .await
     .unwrap();
     let set = next_changed(&mut sub).await;
     let ov = set.last().unwrap().override_.clone().unwrap();
@@ -259,6 +260,7 @@ async fn report_batch_with_an_invalid_name_changes_nothing() {
             "n",
             &[failure("a", g), failure("a", g), failure("bad name", g)],
         )
+        .await
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -269,7 +271,7 @@ async fn report_batch_with_an_invalid_name_changes_nothing() {
     assert_eq!(d.counters.total_failures, 0);
 
     assert!(matches!(
-        r.report("bad node", &[failure("a", g)]),
+        r.report("bad node", &[failure("a", g)]).await,
         Err(CoreError::InvalidName { .. })
     ));
     let small = registry(
@@ -281,7 +283,9 @@ async fn report_batch_with_an_invalid_name_changes_nothing() {
     );
     let g = small.acquire("a", "n").unwrap().decision.generation();
     assert!(matches!(
-        small.report("n", &[failure("a", g), failure("a", g), failure("a", g)]),
+        small
+            .report("n", &[failure("a", g), failure("a", g), failure("a", g)])
+            .await,
         Err(CoreError::InvalidArgument(_))
     ));
     assert_eq!(small.get("a").unwrap().counters.total_failures, 0);
@@ -300,6 +304,7 @@ async fn unknown_circuits_are_counted_and_never_created() {
                 failure("known", g + 7),
             ],
         )
+        .await
         .unwrap();
     assert_eq!(
         s,
@@ -332,11 +337,13 @@ async fn the_circuit_cap_refuses_creation_and_creates_nothing() {
     assert_eq!(r.watch(&["c".into()]).unwrap_err(), cap);
     assert_eq!(
         r.set_override("c", OverrideKind::ForcedOpen, "ops", "why", None)
+            .await
             .unwrap_err(),
         cap
     );
     assert_eq!(
         r.set_policy("c", &PolicySpec::default(), "ops", "why")
+            .await
             .unwrap_err(),
         cap
     );
@@ -344,7 +351,7 @@ async fn the_circuit_cap_refuses_creation_and_creates_nothing() {
     assert!(matches!(r.get("c"), Err(CoreError::NotFound { .. })));
     // Existing circuits still work at the cap, and deleting frees a slot.
     r.acquire("a", "").unwrap();
-    r.delete("a", "ops", "make room").unwrap();
+    r.delete("a", "ops", "make room").await.unwrap();
     r.acquire("c", "").unwrap();
     assert_eq!(r.len(), 2);
 }
@@ -384,12 +391,15 @@ async fn eviction_removes_only_idle_closed_plain_unwatched_circuits() {
     ] {
         r.acquire(name, "").unwrap();
     }
-    trip(&r, "open", 2);
+    trip(&r, "open", 2).await;
     r.set_override("forced", OverrideKind::ForcedClosed, "ops", "why", None)
+        .await
         .unwrap();
     r.set_override("shadow", OverrideKind::Disabled, "ops", "why", None)
+        .await
         .unwrap();
     r.set_policy("admin", &spec(9, 1_000, 1_000), "ops", "why")
+        .await
         .unwrap();
     let sub = r.watch(&["watched".into()]).unwrap();
     let idle_generation = r.get("idle").unwrap().snapshot.generation;
@@ -434,7 +444,7 @@ async fn a_lagging_watcher_is_resynchronised() {
     let mut sub = r.watch(&["w".into()]).unwrap();
     initial(&mut sub).await;
     for _ in 0..20 {
-        r.reset("w", "ops", "churn").unwrap();
+        r.reset("w", "ops", "churn").await.unwrap();
     }
     let current = r.get("w").unwrap().snapshot.generation;
     match next(&mut sub).await {
@@ -444,7 +454,7 @@ async fn a_lagging_watcher_is_resynchronised() {
         }
         other => panic!("expected a resync, got {other:?}"),
     }
-    r.reset("w", "ops", "one more").unwrap();
+    r.reset("w", "ops", "one more").await.unwrap();
     let changed = next_changed(&mut sub).await;
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].generation, current + 1);
@@ -465,6 +475,7 @@ async fn watching_everything_creates_nothing_and_sees_every_circuit() {
     assert_eq!(names, ["a", "b"]);
     assert_eq!(r.len(), 2);
     r.set_override("c", OverrideKind::ForcedOpen, "ops", "why", None)
+        .await
         .unwrap();
     assert_eq!(&*next_changed(&mut all).await[0].name, "c");
     // Invalid names are refused whole, before anything is created.
@@ -482,8 +493,8 @@ async fn list_paginates_in_name_order_with_filters() {
         r.acquire(&format!("svc-{i:02}"), "").unwrap();
     }
     r.acquire("other", "").unwrap();
-    trip(&r, "svc-03", 1);
-    trip(&r, "svc-17", 1);
+    trip(&r, "svc-03", 1).await;
+    trip(&r, "svc-17", 1).await;
 
     let mut query = ListQuery {
         prefix: "svc-".into(),
@@ -547,12 +558,13 @@ async fn admin_changes_are_checked_merged_and_pushed() {
     // actor and reason are required.
     for (actor, reason) in [("", "why"), ("ops", ""), ("ops", " ")] {
         assert!(matches!(
-            r.set_override("x", OverrideKind::ForcedOpen, actor, reason, None),
+            r.set_override("x", OverrideKind::ForcedOpen, actor, reason, None)
+                .await,
             Err(CoreError::InvalidArgument(_))
         ));
     }
     assert!(matches!(
-        r.reset("x", &"a".repeat(201), "why"),
+        r.reset("x", &"a".repeat(201), "why").await,
         Err(CoreError::InvalidArgument(_))
     ));
     // An invalid policy creates nothing.
@@ -560,7 +572,7 @@ async fn admin_changes_are_checked_merged_and_pushed() {
         half_open_max_probes: Some(0),
         ..Default::default()
     };
-    match r.set_policy("x", &bad, "ops", "why") {
+    match r.set_policy("x", &bad, "ops", "why").await {
         Err(CoreError::InvalidPolicy(e)) => assert_eq!(e.field, "half_open_max_probes"),
         other => panic!("{other:?}"),
     }
@@ -569,6 +581,7 @@ async fn admin_changes_are_checked_merged_and_pushed() {
     // Changes merge onto the circuit's admin policy.
     let d = r
         .set_policy("x", &spec(3, 1_000, 1_000), "ops", "tune")
+        .await
         .unwrap();
     assert_eq!(d.snapshot.policy_version, 2);
     let d = r
@@ -581,6 +594,7 @@ async fn admin_changes_are_checked_merged_and_pushed() {
             "ops",
             "more probes",
         )
+        .await
         .unwrap();
     let p = d.snapshot.policy.to_spec();
     assert_eq!(
@@ -594,7 +608,7 @@ async fn admin_changes_are_checked_merged_and_pushed() {
         ..Default::default()
     };
     assert!(matches!(
-        r.set_policy("x", &clash, "ops", "bad"),
+        r.set_policy("x", &clash, "ops", "bad").await,
         Err(CoreError::InvalidPolicy(_))
     ));
     let unchanged = r.get("x").unwrap();
@@ -616,6 +630,7 @@ async fn admin_changes_are_checked_merged_and_pushed() {
     // Overrides, reset, delete.
     let d = r
         .set_override("x", OverrideKind::ForcedOpen, "ops", "incident", None)
+        .await
         .unwrap();
     assert_eq!(d.snapshot.state, State::Open);
     let r#override = d.snapshot.override_.unwrap();
@@ -630,17 +645,17 @@ async fn admin_changes_are_checked_merged_and_pushed() {
             ..
         }
     ));
-    let d = r.clear_override("x", "ops", "resolved").unwrap();
+    let d = r.clear_override("x", "ops", "resolved").await.unwrap();
     assert_eq!(
         (d.snapshot.state, d.snapshot.override_),
         (State::HalfOpen, None)
     );
-    let d = r.reset("x", "ops", "fresh start").unwrap();
+    let d = r.reset("x", "ops", "fresh start").await.unwrap();
     assert_eq!(d.snapshot.state, State::Closed);
     assert_eq!(d.history[0].cause, breakerd_policy::TransitionCause::Reset);
     let last_generation = d.snapshot.generation;
 
-    r.delete("x", "ops", "gone").unwrap();
+    r.delete("x", "ops", "gone").await.unwrap();
     assert!(matches!(r.get("x"), Err(CoreError::NotFound { .. })));
     let mut deleted = None;
     while deleted.is_none() {
@@ -648,9 +663,9 @@ async fn admin_changes_are_checked_merged_and_pushed() {
     }
     assert_eq!(&*deleted.unwrap().name, "x");
     for res in [
-        r.clear_override("x", "ops", "why").map(|_| ()),
-        r.reset("x", "ops", "why").map(|_| ()),
-        r.delete("x", "ops", "why"),
+        r.clear_override("x", "ops", "why").await.map(|_| ()),
+        r.reset("x", "ops", "why").await.map(|_| ()),
+        r.delete("x", "ops", "why").await,
     ] {
         assert!(matches!(res, Err(CoreError::NotFound { .. })), "{res:?}");
     }
@@ -665,9 +680,10 @@ async fn config_patterns_decide_a_new_circuits_policy() {
     )
     .unwrap();
     let r = Registry::new(RegistryConfig::default(), resolver);
-    trip(&r, "payments", 2);
+    trip(&r, "payments", 2).await;
     let g = r.acquire("search", "").unwrap().decision.generation();
     r.report("", &[failure("search", g), failure("search", g)])
+        .await
         .unwrap();
     assert_eq!(r.get("search").unwrap().snapshot.state, State::Closed);
 }
@@ -686,7 +702,7 @@ fn stored_registry(dir: &std::path::Path, spec: PolicySpec) -> Arc<Registry> {
 async fn durable_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let r = stored_registry(dir.path(), spec(2, 60_000, 10_000));
-    trip(&r, "open-one", 2);
+    trip(&r, "open-one", 2).await;
     let open_gen = r.get("open-one").unwrap().snapshot.generation;
     r.set_override(
         "forced",
@@ -695,12 +711,13 @@ async fn durable_state_survives_a_restart() {
         "incident 7",
         None,
     )
+    .await
     .unwrap();
     let tuned = PolicySpec {
         consecutive_failures: Some(9),
         ..Default::default()
     };
-    r.set_policy("tuned", &tuned, "ops", "noisy").unwrap();
+    r.set_policy("tuned", &tuned, "ops", "noisy").await.unwrap();
     r.acquire("plain", "n").unwrap();
     r.durable().await.unwrap();
     // As after kill -9: nothing is shut down, the next process just opens
@@ -762,11 +779,13 @@ async fn deleted_and_recovered_circuits_are_not_restored() {
     let dir = tempfile::tempdir().unwrap();
     let r = stored_registry(dir.path(), spec(1, 60_000, 10_000));
     r.set_override("gone", OverrideKind::Disabled, "ops", "shadow", None)
+        .await
         .unwrap();
-    r.delete("gone", "ops", "cleanup").unwrap();
+    r.delete("gone", "ops", "cleanup").await.unwrap();
     r.set_override("cleared", OverrideKind::ForcedClosed, "ops", "x", None)
+        .await
         .unwrap();
-    r.clear_override("cleared", "ops", "done").unwrap();
+    r.clear_override("cleared", "ops", "done").await.unwrap();
     r.durable().await.unwrap();
     drop(r);
     let r = stored_registry(dir.path(), spec(1, 60_000, 10_000));
@@ -793,28 +812,29 @@ async fn outcome_age_orders_the_consecutive_rule() {
     };
     let consecutive = || r.get("c").unwrap().counters.consecutive_failures;
 
-    r.report("a", &[failure("c", g)]).unwrap();
+    r.report("a", &[failure("c", g)]).await.unwrap();
     tokio::time::advance(Duration::from_millis(20)).await;
     let late = success(Duration::from_millis(25));
-    let s = r.report("b", &[failure("c", g), late]).unwrap();
+    let s = r.report("b", &[failure("c", g), late]).await.unwrap();
     assert_eq!(
         (s.applied, consecutive()),
         (2, 2),
         "completed before the run"
     );
-    r.report("b", &[success(Duration::ZERO)]).unwrap();
+    r.report("b", &[success(Duration::ZERO)]).await.unwrap();
     assert_eq!(consecutive(), 0, "no age: arrival order");
 
-    r.report("a", &[failure("c", g)]).unwrap();
+    r.report("a", &[failure("c", g)]).await.unwrap();
     tokio::time::advance(MAX_OUTCOME_AGE + Duration::from_millis(500)).await;
     // Believed, 11 s would put it before the run; clamped to 10 s, after.
     r.report("b", &[success(MAX_OUTCOME_AGE + Duration::from_secs(1))])
+        .await
         .unwrap();
     assert_eq!(consecutive(), 0, "the age is clamped");
 
-    r.report("a", &[failure("c", g)]).unwrap();
+    r.report("a", &[failure("c", g)]).await.unwrap();
     let huge = success(Duration::from_micros(u64::MAX));
-    assert_eq!(r.report("b", &[huge]).unwrap().applied, 1);
+    assert_eq!(r.report("b", &[huge]).await.unwrap().applied, 1);
     assert_eq!(r.get("c").unwrap().snapshot.state, State::Closed);
 }
 
@@ -845,10 +865,118 @@ async fn a_circuit_is_small() {
     ));
     assert!(a.inner.lock().extra.is_none());
 
-    trip(&r, "a", 3);
+    trip(&r, "a", 3).await;
     let deadline = a.inner.lock().scheduled().expect("open deadline scheduled");
     r.fire_deadline("a", deadline);
     let inner = a.inner.lock();
     assert_eq!(inner.breaker.state(), State::HalfOpen);
     assert!(inner.extra.is_none(), "nothing left scheduled: {inner:?}");
+}
+
+/// A store behind the durable-state seam whose flushes wait for the test
+/// to release them, so that "answered only once durable" is checked
+/// without sleeping.
+#[derive(Debug)]
+struct Gate {
+    flushes: std::sync::atomic::AtomicUsize,
+    started: tokio::sync::Notify,
+    released: tokio::sync::Semaphore,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Gated(Arc<Gate>);
+
+impl DurableState for Gated {
+    fn put(&self, _: crate::store::CircuitRecord) {}
+    fn forget(&self, _: &str) {}
+    fn audit(&self, _: crate::store::AuditRecord) {}
+    fn flush(&self) -> Flush<'_> {
+        Box::pin(async move {
+            let gate = &self.0;
+            gate.flushes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            gate.started.notify_one();
+            gate.released.acquire().await.unwrap().forget();
+            if gate.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(crate::store::StoreError::Write("disk full".into()))
+            } else {
+                Ok(())
+            }
+        })
+    }
+    fn read_audit(
+        &self,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<crate::store::AuditRecord>, crate::store::StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn changes_are_answered_only_once_durable() {
+    let gate = Arc::new(Gate {
+        flushes: Default::default(),
+        started: tokio::sync::Notify::new(),
+        released: tokio::sync::Semaphore::new(0),
+        fail: Default::default(),
+    });
+    let loaded = crate::store::Loaded {
+        epoch: 1,
+        circuits: Vec::new(),
+        recovery: None,
+    };
+    let r = Registry::restore(
+        RegistryConfig::default(),
+        PolicyResolver::new(spec(2, 60_000, 10_000), Vec::new()).unwrap(),
+        Gated(gate.clone()),
+        loaded,
+    );
+    let flushes = || gate.flushes.load(std::sync::atomic::Ordering::SeqCst);
+    let g = r.acquire("c", "n").unwrap().decision.generation();
+
+    // A batch that moves no circuit is answered at once, without a wait.
+    let s = r.report("n", &[failure("c", g)]).await.unwrap();
+    assert_eq!((s.applied, s.transitions), (1, 0));
+    assert_eq!(flushes(), 0);
+
+    // A batch that trips the circuit is answered once the open state is
+    // durable; it is in force before.
+    let tripping = tokio::spawn({
+        let r = r.clone();
+        async move { r.report("n", &[failure("c", g)]).await }
+    });
+    gate.started.notified().await;
+    assert!(
+        !tripping.is_finished(),
+        "a trip answered before it is durable"
+    );
+    assert_eq!(r.get("c").unwrap().snapshot.state, State::Open);
+    gate.released.add_permits(1);
+    assert_eq!(tripping.await.unwrap().unwrap().transitions, 1);
+    assert_eq!(flushes(), 1);
+
+    // So is an admin change; a failed wait is a storage error, and the
+    // change is in force though it may not survive.
+    gate.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let setting = tokio::spawn({
+        let r = r.clone();
+        async move {
+            r.set_override("x", OverrideKind::ForcedOpen, "ops", "why", None)
+                .await
+        }
+    });
+    gate.started.notified().await;
+    assert!(
+        !setting.is_finished(),
+        "an override answered before durable"
+    );
+    gate.released.add_permits(1);
+    assert_eq!(
+        setting.await.unwrap(),
+        Err(CoreError::Storage("store write failed: disk full".into()))
+    );
+    assert!(r.get("x").unwrap().snapshot.override_.is_some());
+    assert_eq!(flushes(), 2);
 }

@@ -1,6 +1,6 @@
 //! `breakerd.v1.Admin`: inspect and steer circuits. The core checks the
-//! actor and reason of every change and writes the audit event; every
-//! change is answered only once it is durable in the store.
+//! actor and reason of every change, writes the audit event, and answers
+//! every change only once it is durable in the store.
 
 use std::{sync::Arc, time::Duration};
 
@@ -101,8 +101,8 @@ impl Admin for AdminService {
         let detail = self
             .registry
             .set_policy(&req.name, &spec, &req.actor, &req.reason)
+            .await
             .map_err(status_from_core)?;
-        self.registry.durable().await.map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -117,8 +117,8 @@ impl Admin for AdminService {
         let detail = self
             .registry
             .set_override(&req.name, kind, &req.actor, &req.reason, expires_in)
+            .await
             .map_err(status_from_core)?;
-        self.registry.durable().await.map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -131,8 +131,8 @@ impl Admin for AdminService {
         let detail = self
             .registry
             .clear_override(&req.name, &req.actor, &req.reason)
+            .await
             .map_err(status_from_core)?;
-        self.registry.durable().await.map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -145,8 +145,8 @@ impl Admin for AdminService {
         let detail = self
             .registry
             .reset(&req.name, &req.actor, &req.reason)
+            .await
             .map_err(status_from_core)?;
-        self.registry.durable().await.map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -158,8 +158,8 @@ impl Admin for AdminService {
         let req = request.into_inner();
         self.registry
             .delete(&req.name, &req.actor, &req.reason)
+            .await
             .map_err(status_from_core)?;
-        self.registry.durable().await.map_err(status_from_core)?;
         Ok(Response::new(pb::DeleteCircuitResponse { name: req.name }))
     }
 

@@ -70,9 +70,9 @@ fn outcomes_from_proto(req: &pb::ReportRequest) -> Result<Vec<OutcomeIn>, Status
         .collect()
 }
 
-/// Applies a batch. A batch that moved a circuit (e.g. tripped it open) is
-/// answered only once that state is durable, so an acknowledged trip
-/// survives a crash.
+/// Applies a batch. The core answers a batch that moved a circuit (e.g.
+/// tripped it open) only once that state is durable, so an acknowledged
+/// trip survives a crash.
 async fn report(
     registry: &Registry,
     req: &pb::ReportRequest,
@@ -80,10 +80,8 @@ async fn report(
     let outcomes = outcomes_from_proto(req)?;
     let s = registry
         .report(&req.node_id, &outcomes)
+        .await
         .map_err(status_from_core)?;
-    if s.transitions > 0 {
-        registry.durable().await.map_err(status_from_core)?;
-    }
     Ok(pb::ReportResponse {
         applied: s.applied,
         stale: s.stale,

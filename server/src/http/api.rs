@@ -388,13 +388,17 @@ where
             let expires_in = body.expires_in_ms.map(Duration::from_millis);
             state
                 .registry
-                .set_override(&name, kind, &actor, &body.reason, expires_in)?
+                .set_override(&name, kind, &actor, &body.reason, expires_in)
+                .await?
         }
         (Method::DELETE, true) => {
             authorize(state, &req)?;
             let body: ClearOverride = read_json(req.into_body()).await?;
             let actor = actor(body.operator.as_deref())?;
-            state.registry.clear_override(&name, &actor, &body.reason)?
+            state
+                .registry
+                .clear_override(&name, &actor, &body.reason)
+                .await?
         }
         (m, _) => {
             return Err(ApiError::new(
@@ -403,8 +407,6 @@ where
             ));
         }
     };
-    // Answer only once the change would survive a crash.
-    state.registry.durable().await?;
     Ok(super::json(StatusCode::OK, &detail_json(&detail)))
 }
 
