@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use breakerd_policy::{Override, OverrideKind, PolicySpec};
 
+use crate::admission::{Admission, AdmitAll, Refused};
 use crate::circuit::{record_of, snapshot_of};
 use crate::error::CoreError;
 use crate::name::validate_circuit_name;
@@ -88,6 +89,7 @@ impl Registry {
     /// fields of `spec` are merged onto its current admin policy, and the
     /// result is layered over the configured policy. An invalid result
     /// changes nothing.
+    ///
     /// Answered once the change is durable.
     pub async fn set_policy(
         &self,
@@ -96,12 +98,28 @@ impl Registry {
         actor: &str,
         reason: &str,
     ) -> Result<CircuitDetail, CoreError> {
-        self.acknowledge(self.apply_set_policy(name, spec, actor, reason))
+        self.set_policy_admitted(name, spec, actor, reason, &AdmitAll)
+            .await
+            .map_err(Refused::into_core)
+    }
+
+    /// [`set_policy`](Self::set_policy), creating the circuit only if
+    /// `admission` admits it.
+    pub async fn set_policy_admitted<A: Admission>(
+        &self,
+        name: &str,
+        spec: &PolicySpec,
+        actor: &str,
+        reason: &str,
+        admission: &A,
+    ) -> Result<CircuitDetail, Refused<A::Refusal>> {
+        self.acknowledge(self.apply_set_policy(name, spec, actor, reason, admission))
             .await
     }
 
     /// Sets an operator override on `name` (creating the circuit), lapsing
     /// after `expires_in` when given.
+    ///
     /// Answered once the change is durable.
     pub async fn set_override(
         &self,
@@ -111,12 +129,29 @@ impl Registry {
         reason: &str,
         expires_in: Option<Duration>,
     ) -> Result<CircuitDetail, CoreError> {
-        self.acknowledge(self.apply_set_override(name, kind, actor, reason, expires_in))
+        self.set_override_admitted(name, kind, actor, reason, expires_in, &AdmitAll)
             .await
+            .map_err(Refused::into_core)
+    }
+
+    /// [`set_override`](Self::set_override), creating the circuit only if
+    /// `admission` admits it.
+    pub async fn set_override_admitted<A: Admission>(
+        &self,
+        name: &str,
+        kind: OverrideKind,
+        actor: &str,
+        reason: &str,
+        expires_in: Option<Duration>,
+        admission: &A,
+    ) -> Result<CircuitDetail, Refused<A::Refusal>> {
+        let change = self.apply_set_override(name, kind, actor, reason, expires_in, admission);
+        self.acknowledge(change).await
     }
 
     /// Removes the operator override of `name`, if any (a no-op when there
     /// is none).
+    ///
     /// Answered once the change is durable.
     pub async fn clear_override(
         &self,
@@ -130,6 +165,7 @@ impl Registry {
 
     /// Puts `name` back to closed with fresh counters under a new
     /// generation; its override and policy stay.
+    ///
     /// Answered once the change is durable.
     pub async fn reset(
         &self,
@@ -143,6 +179,7 @@ impl Registry {
 
     /// Forgets `name`, its override and its admin policy. Watchers receive a
     /// `deleted` snapshot.
+    ///
     /// Answered once the change is durable.
     pub async fn delete(&self, name: &str, actor: &str, reason: &str) -> Result<(), CoreError> {
         self.acknowledge(self.apply_delete(name, actor, reason))
@@ -188,25 +225,26 @@ impl Registry {
         }
     }
 
-    /// The change of [`set_policy`](Self::set_policy), made and queued for the store,
-    /// not waiting for it to be durable.
-    fn apply_set_policy(
+    /// The change of [`set_policy`](Self::set_policy), made and queued for
+    /// the store, not waiting for it to be durable.
+    fn apply_set_policy<A: Admission>(
         &self,
         name: &str,
         spec: &PolicySpec,
         actor: &str,
         reason: &str,
-    ) -> Result<CircuitDetail, CoreError> {
+        admission: &A,
+    ) -> Result<CircuitDetail, Refused<A::Refusal>> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let base = self.resolver.resolve_shared(name);
         // Refuse before creating anything when the change cannot be valid
         // even on a fresh circuit.
         if self.lookup(name).is_none() {
-            base.apply(spec)?;
+            base.apply(spec).map_err(CoreError::from)?;
         }
         let now = now();
-        self.with_circuit(name, true, now, |circuit, inner| {
+        self.with_created(name, now, admission, |circuit, inner| {
             let merged = merge_spec(inner.admin_spec().unwrap_or(&PolicySpec::default()), spec);
             let policy = base.apply(&merged)?;
             let before = record_of(&circuit.name, inner, now);
@@ -222,32 +260,33 @@ impl Registry {
         })
     }
 
-    /// The change of [`set_override`](Self::set_override), made and queued for the store,
-    /// not waiting for it to be durable.
-    fn apply_set_override(
+    /// The change of [`set_override`](Self::set_override), made and queued
+    /// for the store, not waiting for it to be durable.
+    fn apply_set_override<A: Admission>(
         &self,
         name: &str,
         kind: OverrideKind,
         actor: &str,
         reason: &str,
         expires_in: Option<Duration>,
-    ) -> Result<CircuitDetail, CoreError> {
+        admission: &A,
+    ) -> Result<CircuitDetail, Refused<A::Refusal>> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let now = now();
         let expires_at = match expires_in {
             None => None,
             Some(d) if d.is_zero() => {
-                return Err(CoreError::InvalidArgument(
+                return Err(Refused::Core(CoreError::InvalidArgument(
                     "expires_in must be positive (omit it for an override that never lapses)"
                         .into(),
-                ));
+                )));
             }
             Some(d) => Some(now.checked_add(d).ok_or_else(|| {
                 CoreError::InvalidArgument(format!("expires_in {d:?} is too far in the future"))
             })?),
         };
-        self.with_circuit(name, true, now, |circuit, inner| {
+        self.with_created(name, now, admission, |circuit, inner| {
             let before = record_of(&circuit.name, inner, now);
             inner.breaker.set_override(
                 Override {
@@ -268,8 +307,8 @@ impl Registry {
         })
     }
 
-    /// The change of [`clear_override`](Self::clear_override), made and queued for the store,
-    /// not waiting for it to be durable.
+    /// The change of [`clear_override`](Self::clear_override), made and
+    /// queued for the store, not waiting for it to be durable.
     fn apply_clear_override(
         &self,
         name: &str,
@@ -279,7 +318,7 @@ impl Registry {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let now = now();
-        self.with_circuit(name, false, now, |circuit, inner| {
+        self.with_existing(name, now, |circuit, inner| {
             let before = record_of(&circuit.name, inner, now);
             inner.breaker.clear_override(now);
             let after = record_of(&circuit.name, inner, now);
@@ -292,8 +331,8 @@ impl Registry {
         })
     }
 
-    /// The change of [`reset`](Self::reset), made and queued for the store,
-    /// not waiting for it to be durable.
+    /// The change of [`reset`](Self::reset), made and queued for the
+    /// store, not waiting for it to be durable.
     fn apply_reset(
         &self,
         name: &str,
@@ -303,7 +342,7 @@ impl Registry {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let now = now();
-        self.with_circuit(name, false, now, |circuit, inner| {
+        self.with_existing(name, now, |circuit, inner| {
             let before = record_of(&circuit.name, inner, now);
             inner.breaker.reset(now);
             let after = record_of(&circuit.name, inner, now);
@@ -316,8 +355,8 @@ impl Registry {
         })
     }
 
-    /// The change of [`delete`](Self::delete), made and queued for the store,
-    /// not waiting for it to be durable.
+    /// The change of [`delete`](Self::delete), made and queued for the
+    /// store, not waiting for it to be durable.
     fn apply_delete(&self, name: &str, actor: &str, reason: &str) -> Result<(), CoreError> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use breakerd_policy::{NodeId, Recorded, Report};
 
+use crate::admission::{Admission, AdmitAll, Refused};
 use crate::error::CoreError;
 use crate::name::{self, validate_circuit_name, validate_node_id};
 use crate::registry::{Registry, now};
@@ -26,11 +27,23 @@ impl Registry {
     /// Asks to make a call through `circuit` on behalf of `node`. Creates the
     /// circuit with its configured policy on first use.
     pub fn acquire(&self, circuit: &str, node: &str) -> Result<AcquireOutcome, CoreError> {
+        self.acquire_admitted(circuit, node, &AdmitAll)
+            .map_err(Refused::into_core)
+    }
+
+    /// [`acquire`](Self::acquire), creating the circuit only if `admission`
+    /// admits it.
+    pub fn acquire_admitted<A: Admission>(
+        &self,
+        circuit: &str,
+        node: &str,
+        admission: &A,
+    ) -> Result<AcquireOutcome, Refused<A::Refusal>> {
         validate_circuit_name(circuit)?;
         validate_node_id(node)?;
         let now = now();
         let node = NodeId::from_name(node);
-        let outcome = self.with_circuit(circuit, true, now, |_, inner| {
+        let outcome = self.with_created(circuit, now, admission, |_, inner| {
             let decision = inner.breaker.acquire(node, now);
             Ok(AcquireOutcome {
                 decision,
@@ -92,7 +105,7 @@ impl Registry {
                 node,
                 completed_at: completed_at(now, o.age),
             };
-            match self.with_circuit(&o.circuit, false, now, |_, inner| {
+            match self.with_existing(&o.circuit, now, |_, inner| {
                 let before = inner.breaker.generation();
                 let recorded = inner.breaker.record(&report, now);
                 Ok((recorded, inner.breaker.generation() != before))
@@ -114,21 +127,34 @@ impl Registry {
     /// cap applies), or to every circuit when `names` is empty (creating
     /// none). The first [`Subscription::next`] yields the current snapshots.
     pub fn watch(self: &Arc<Self>, names: &[String]) -> Result<Subscription, CoreError> {
+        self.watch_admitted(names, &AdmitAll)
+            .map_err(Refused::into_core)
+    }
+
+    /// [`watch`](Self::watch), creating the missing circuits only if
+    /// `admission` admits all of them: it is asked once, for every watched
+    /// name missing when the watch starts, so a refused watch creates
+    /// nothing.
+    pub fn watch_admitted<A: Admission>(
+        self: &Arc<Self>,
+        names: &[String],
+        admission: &A,
+    ) -> Result<Subscription, Refused<A::Refusal>> {
         if names.len() > self.config.max_watch_circuits {
-            return Err(CoreError::InvalidArgument(format!(
+            return Err(Refused::Core(CoreError::InvalidArgument(format!(
                 "a watch holds at most {} circuits, not {}",
                 self.config.max_watch_circuits,
                 names.len()
-            )));
+            ))));
         }
         for (i, n) in names.iter().enumerate() {
             if let Some(problem) = name::name_problem(n) {
-                return Err(CoreError::InvalidName {
+                return Err(Refused::Core(CoreError::InvalidName {
                     what: format!("circuits[{i}]: circuit name"),
                     problem,
-                });
+                }));
             }
         }
-        watch::subscribe(self, names)
+        watch::subscribe(self, names, admission)
     }
 }

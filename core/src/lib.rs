@@ -19,6 +19,8 @@
 //! - `durable`: the durable-state seam, [`DurableState`]: the one interface
 //!   through which the registry persists (the store sits behind it; a
 //!   replicated one will).
+//! - `admission`: the hook a transport hands the registry to limit how many
+//!   circuits a caller may create ([`Admission`]).
 //! - `types`: what goes into and comes out of the registry.
 //! - `circuit_name`, `circuit`: one circuit, its key, its snapshots and
 //!   records.
@@ -37,6 +39,7 @@
 pub mod store;
 
 mod admin;
+mod admission;
 mod circuit;
 mod circuit_name;
 mod data_plane;
@@ -56,6 +59,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use admission::{Admission, AdmitAll, Refused};
 pub use durable::{DurableState, Flush};
 pub use error::CoreError;
 pub use glob::glob_match;

@@ -11,6 +11,7 @@ use breakerd_policy::{Breaker, NodeId};
 use dashmap::mapref::entry::Entry;
 use parking_lot::Mutex;
 
+use crate::admission::{Admission, Refused};
 use crate::circuit::{
     Before, Circuit, CircuitInner, CircuitKey, Fingerprint, record_of, snapshot_of,
 };
@@ -21,14 +22,6 @@ use crate::registry::{Registry, now};
 use crate::types::CircuitSnapshot;
 
 impl Registry {
-    /// Whether the circuit `name` exists now, i.e. whether using it would
-    /// create nothing. Only a hint under concurrency (it may be created,
-    /// deleted or evicted right after): per-client limits on new names use
-    /// it, where an off-by-one race does not matter.
-    pub fn exists(&self, name: &str) -> bool {
-        self.circuits.contains_key(name)
-    }
-
     pub(crate) fn touch(&self, circuit: &Circuit, now: Instant) {
         circuit
             .last_used
@@ -55,12 +48,15 @@ impl Registry {
     }
 
     /// The circuit `name` (already validated), created with its configured
-    /// policy when missing.
-    pub(crate) fn get_or_create(
+    /// policy when missing, if `admission` admits it. The admission is asked
+    /// only by the caller that inserts the circuit, under the shard lock, so
+    /// a name is paid for once however many callers race to create it.
+    pub(crate) fn get_or_create<A: Admission>(
         &self,
         name: &str,
         now: Instant,
-    ) -> Result<Arc<Circuit>, CoreError> {
+        admission: &A,
+    ) -> Result<Arc<Circuit>, Refused<A::Refusal>> {
         if let Some(c) = self.lookup(name) {
             return Ok(c);
         }
@@ -80,6 +76,7 @@ impl Registry {
         match self.circuits.entry(CircuitKey(Arc::clone(&circuit))) {
             Entry::Occupied(e) => Ok(e.key().0.clone()),
             Entry::Vacant(v) => {
+                admission.admit(1).map_err(Refused::Admission)?;
                 self.reserve_slot()?;
                 let snapshot = {
                     let mut inner = circuit.inner.lock();
@@ -101,24 +98,45 @@ impl Registry {
         }
     }
 
-    /// Runs `f` on the live circuit `name` (created when `create`), under its
-    /// lock, then publishes and schedules whatever changed. Retries when the
-    /// circuit was removed between lookup and lock.
-    pub(crate) fn with_circuit<T>(
+    /// Runs `f` on the existing circuit `name` (else `NotFound`): see
+    /// [`with_found`](Self::with_found).
+    pub(crate) fn with_existing<T>(
         &self,
         name: &str,
-        create: bool,
         now: Instant,
         f: impl FnOnce(&Arc<Circuit>, &mut CircuitInner) -> Result<T, CoreError>,
     ) -> Result<T, CoreError> {
+        let find = || {
+            self.lookup(name).ok_or_else(|| CoreError::NotFound {
+                name: name.to_owned(),
+            })
+        };
+        self.with_found(now, find, f)
+    }
+
+    /// Runs `f` on the circuit `name`, created when missing if `admission`
+    /// admits it: see [`with_found`](Self::with_found).
+    pub(crate) fn with_created<T, A: Admission>(
+        &self,
+        name: &str,
+        now: Instant,
+        admission: &A,
+        f: impl FnOnce(&Arc<Circuit>, &mut CircuitInner) -> Result<T, CoreError>,
+    ) -> Result<T, Refused<A::Refusal>> {
+        self.with_found(now, || self.get_or_create(name, now, admission), f)
+    }
+
+    /// Runs `f` on the live circuit `find` returns, under its lock, then
+    /// publishes and schedules whatever changed. Finds it again when it was
+    /// removed between lookup and lock.
+    fn with_found<T, E: From<CoreError>>(
+        &self,
+        now: Instant,
+        mut find: impl FnMut() -> Result<Arc<Circuit>, E>,
+        f: impl FnOnce(&Arc<Circuit>, &mut CircuitInner) -> Result<T, CoreError>,
+    ) -> Result<T, E> {
         loop {
-            let circuit = if create {
-                self.get_or_create(name, now)?
-            } else {
-                self.lookup(name).ok_or_else(|| CoreError::NotFound {
-                    name: name.to_owned(),
-                })?
-            };
+            let circuit = find()?;
             let mut inner = circuit.inner.lock();
             if inner.deleted {
                 continue;
@@ -127,7 +145,7 @@ impl Registry {
             let before = Before::of(&inner.breaker);
             let result = f(&circuit, &mut inner);
             self.after_change(&circuit, &mut inner, before, now, now);
-            return result;
+            return result.map_err(E::from);
         }
     }
 

@@ -6,8 +6,8 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
+use crate::admission::{Admission, AdmitAll, Refused};
 use crate::circuit::snapshot_of;
-use crate::error::CoreError;
 use crate::registry::{Registry, now};
 use crate::types::CircuitSnapshot;
 
@@ -38,10 +38,11 @@ pub struct Subscription {
     rx: broadcast::Receiver<Arc<CircuitSnapshot>>,
 }
 
-pub(crate) fn subscribe(
+pub(crate) fn subscribe<A: Admission>(
     registry: &Arc<Registry>,
     names: &[String],
-) -> Result<Subscription, CoreError> {
+    admission: &A,
+) -> Result<Subscription, Refused<A::Refusal>> {
     let mut ordered: Vec<Arc<str>> = names.iter().map(|n| Arc::from(n.as_str())).collect();
     ordered.sort_unstable();
     ordered.dedup();
@@ -62,8 +63,21 @@ pub(crate) fn subscribe(
         rx: registry.hub.subscribe(),
     };
     let now = now();
+    // Paid for all at once, before any is created, so that a refused watch
+    // creates nothing. A name created by someone else meanwhile is paid
+    // for anyway, and one evicted meanwhile is created again unpaid.
+    let missing = sub
+        .ordered
+        .iter()
+        .filter(|n| registry.lookup(n).is_none())
+        .count();
+    if missing > 0 {
+        admission.admit(missing).map_err(Refused::Admission)?;
+    }
     for n in &sub.ordered {
-        registry.get_or_create(n, now)?;
+        registry
+            .get_or_create(n, now, &AdmitAll)
+            .map_err(Refused::into_core)?;
     }
     sub.rx = registry.hub.subscribe();
     let initial = if sub.names.is_none() {
@@ -71,9 +85,10 @@ pub(crate) fn subscribe(
     } else {
         let mut snaps = Vec::with_capacity(sub.ordered.len());
         for n in &sub.ordered {
-            snaps.push(registry.with_circuit(n, true, now, |c, inner| {
+            let snapshot = registry.with_created(n, now, &AdmitAll, |c, inner| {
                 Ok(Arc::new(snapshot_of(&c.name, inner, now)))
-            })?);
+            });
+            snaps.push(snapshot.map_err(Refused::into_core)?);
         }
         snaps
     };

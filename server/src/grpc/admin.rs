@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{
     convert::{
         detail_to_proto, invalid, override_kind_from_proto, policy_spec_from_proto,
-        snapshot_to_proto, state_filter_from_proto, status_from_core,
+        snapshot_to_proto, state_filter_from_proto, status_from_core, status_from_refused,
     },
     limits::{ClientId, ClientLimits},
 };
@@ -40,17 +40,12 @@ impl AdminService {
         self
     }
 
-    /// Counts one request of the caller; `creates` names a circuit the
-    /// call would create if it does not exist.
-    fn admit<T>(&self, request: &Request<T>, creates: Option<&str>) -> Result<(), Status> {
+    /// Counts one request of the caller, and returns who it is: calls that
+    /// may create a circuit hand its new-circuit budget to the registry.
+    fn admit<T>(&self, request: &Request<T>) -> Result<ClientId, Status> {
         let client = ClientId::of(request, "");
         self.limits.check_request(&client)?;
-        match creates {
-            Some(name) => self
-                .limits
-                .check_new_circuits(&client, &self.registry, [name]),
-            None => Ok(()),
-        }
+        Ok(client)
     }
 }
 
@@ -60,7 +55,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetCircuitRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let detail = self
             .registry
             .get(&request.get_ref().name)
@@ -72,7 +67,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListCircuitsRequest>,
     ) -> Result<Response<pb::ListCircuitsResponse>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let req = request.into_inner();
         let query = ListQuery {
             prefix: req.prefix,
@@ -92,17 +87,18 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
-        self.admit(&request, Some(&request.get_ref().name))?;
+        let client = self.admit(&request)?;
         let req = request.into_inner();
         let Some(policy) = &req.policy else {
             return Err(invalid("policy", "is required: set the fields to change"));
         };
         let spec = policy_spec_from_proto(policy)?;
+        let budget = self.limits.new_circuit_budget(&client);
         let detail = self
             .registry
-            .set_policy(&req.name, &spec, &req.actor, &req.reason)
+            .set_policy_admitted(&req.name, &spec, &req.actor, &req.reason, &budget)
             .await
-            .map_err(status_from_core)?;
+            .map_err(status_from_refused)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -110,15 +106,23 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetOverrideRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
-        self.admit(&request, Some(&request.get_ref().name))?;
+        let client = self.admit(&request)?;
         let req = request.into_inner();
         let kind = override_kind_from_proto(req.kind)?;
         let expires_in = (req.expires_in_ms != 0).then(|| Duration::from_millis(req.expires_in_ms));
+        let budget = self.limits.new_circuit_budget(&client);
         let detail = self
             .registry
-            .set_override(&req.name, kind, &req.actor, &req.reason, expires_in)
+            .set_override_admitted(
+                &req.name,
+                kind,
+                &req.actor,
+                &req.reason,
+                expires_in,
+                &budget,
+            )
             .await
-            .map_err(status_from_core)?;
+            .map_err(status_from_refused)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -126,7 +130,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ClearOverrideRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let req = request.into_inner();
         let detail = self
             .registry
@@ -140,7 +144,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ResetCircuitRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let req = request.into_inner();
         let detail = self
             .registry
@@ -154,7 +158,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeleteCircuitRequest>,
     ) -> Result<Response<pb::DeleteCircuitResponse>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let req = request.into_inner();
         self.registry
             .delete(&req.name, &req.actor, &req.reason)
@@ -167,7 +171,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let req = request.into_inner();
         let limit = match req.limit {
             0 => 100,

@@ -11,7 +11,7 @@ use super::{
     ShutdownSignal,
     convert::{
         ms_ceil, outcome_from_proto, reject_reason_to_proto, snapshot_to_proto, state_to_proto,
-        status_from_core,
+        status_from_core, status_from_refused,
     },
     limits::{ClientId, ClientLimits},
 };
@@ -109,12 +109,11 @@ impl Breaker for BreakerService {
         let client = ClientId::of(&request, &request.get_ref().node_id);
         self.limits.check_request(&client)?;
         let req = request.into_inner();
-        self.limits
-            .check_new_circuits(&client, &self.registry, [req.circuit.as_str()])?;
+        let budget = self.limits.new_circuit_budget(&client);
         let out = self
             .registry
-            .acquire(&req.circuit, &req.node_id)
-            .map_err(status_from_core)?;
+            .acquire_admitted(&req.circuit, &req.node_id, &budget)
+            .map_err(status_from_refused)?;
         let res = match out.decision {
             Decision::Allow {
                 generation,
@@ -221,15 +220,11 @@ impl Breaker for BreakerService {
         self.limits.check_request(&client)?;
         let req = request.into_inner();
         breakerd_core::validate_node_id(&req.node_id).map_err(status_from_core)?;
-        self.limits.check_new_circuits(
-            &client,
-            &self.registry,
-            req.circuits.iter().map(String::as_str),
-        )?;
+        let budget = self.limits.new_circuit_budget(&client);
         let sub = self
             .registry
-            .watch(&req.circuits)
-            .map_err(status_from_core)?;
+            .watch_admitted(&req.circuits, &budget)
+            .map_err(status_from_refused)?;
         tracing::debug!(node_id = %req.node_id, circuits = req.circuits.len(), "watch started");
         let state: (Subscription, ShutdownSignal, bool) = (sub, self.shutdown.clone(), false);
         let out = stream::unfold(state, |(mut sub, mut shutdown, done)| async move {

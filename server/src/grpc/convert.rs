@@ -12,7 +12,9 @@ use breakerd_policy::{self as policy, Policy, PolicySpec};
 use breakerd_proto::v1 as pb;
 use tonic::Status;
 
-use breakerd_core::{CircuitDetail, CircuitSnapshot, CoreError, OverrideSnapshot, TransitionView};
+use breakerd_core::{
+    CircuitDetail, CircuitSnapshot, CoreError, OverrideSnapshot, Refused, TransitionView,
+};
 
 /// Maps a core error to its gRPC status. Exhaustive on purpose.
 pub fn status_from_core(err: CoreError) -> Status {
@@ -23,6 +25,15 @@ pub fn status_from_core(err: CoreError) -> Status {
         e @ CoreError::NotFound { .. } => Status::not_found(e.to_string()),
         e @ CoreError::TooManyCircuits { .. } => Status::resource_exhausted(e.to_string()),
         e @ CoreError::Storage(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Maps the refusal of an admitted core call: the core's error, or the
+/// status the admission refused with (a per-client limit).
+pub fn status_from_refused(refused: Refused<Status>) -> Status {
+    match refused {
+        Refused::Core(err) => status_from_core(err),
+        Refused::Admission(status) => status,
     }
 }
 
