@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use breakerd_policy::{Breaker, Decision, Outcome, RejectReason, State, TransitionCause};
 use parking_lot::Mutex;
+use serde::Serialize;
 
 use crate::circuit::Before;
 use crate::types::ReportSummary;
 
 /// Totals since the registry started, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct RegistryStats {
     /// Circuits held now.
     pub circuits: usize,
@@ -52,7 +53,7 @@ pub struct RegistryStats {
 
 /// How many transitions of one kind happened since the registry started
 /// (see [`Registry::transition_counts`](crate::Registry::transition_counts)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TransitionCount {
     /// State before.
     pub from: State,

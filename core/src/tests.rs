@@ -1087,3 +1087,71 @@ async fn racing_creators_pay_for_a_circuit_once() {
     assert_eq!(b.asked(), [1], "only the creator pays");
     assert_eq!(r.stats().created, 1);
 }
+
+/// What operators see serializes in the HTTP API's shape: the keys below
+/// are the ones its JSON has always had.
+#[tokio::test(start_paused = true)]
+async fn snapshots_and_details_serialize_as_operators_see_them() {
+    let r = registry(spec(2, 60_000, 10_000), RegistryConfig::default());
+    trip(&r, "c", 2).await;
+    let open = serde_json::to_value(r.get("c").unwrap().snapshot).unwrap();
+    assert_eq!(open["open_remaining_ms"], 60_000);
+    r.set_override(
+        "c",
+        OverrideKind::ForcedOpen,
+        "ops",
+        "why",
+        Some(Duration::from_millis(1500)),
+    )
+    .await
+    .unwrap();
+    let detail = r.get("c").unwrap();
+    let json = serde_json::to_value(&detail).unwrap();
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&json),
+        [
+            "admin_policy",
+            "counters",
+            "deleted",
+            "generation",
+            "history",
+            "name",
+            "open_remaining_ms",
+            "override",
+            "policy",
+            "policy_version",
+            "state"
+        ]
+    );
+    assert_eq!(json["name"], "c");
+    assert_eq!(json["state"], "open");
+    assert_eq!(
+        json["override"],
+        serde_json::json!({
+            "kind": "forced_open",
+            "reason": "why",
+            "actor": "ops",
+            "expires_in_ms": 1500,
+        })
+    );
+    assert_eq!(json["admin_policy"], serde_json::Value::Null);
+    assert_eq!(json["policy"]["consecutive_failures"], 2);
+    assert_eq!(json["counters"]["total_failures"], 2);
+    assert_eq!(
+        keys(&json["history"][0]),
+        ["age_ms", "cause", "from", "generation", "to"]
+    );
+    assert_eq!(json["history"][1]["cause"], "consecutive_failures");
+
+    let snapshot = serde_json::to_value(&detail.snapshot).unwrap();
+    let mut without_detail = json.as_object().unwrap().clone();
+    for k in ["admin_policy", "counters", "history", "policy"] {
+        without_detail.remove(k);
+    }
+    assert_eq!(snapshot, serde_json::Value::Object(without_detail));
+}

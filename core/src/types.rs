@@ -1,9 +1,17 @@
 //! What goes into and comes out of the registry: its configuration, the
 //! answers of the data plane, circuit snapshots and details, list queries
 //! and pages. Plain data; the behaviour is in the files that use them.
+//!
+//! What operators are shown (report summaries, snapshots, details,
+//! transitions, pages) serializes with serde in the shape of the HTTP
+//! API's JSON: durations as whole milliseconds in `*_ms` fields, the
+//! override as `override`, and a detail flat, its snapshot's fields beside
+//! its counters, history and full effective policy.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Serialize, Serializer};
 
 use breakerd_policy::{
     Counters, Decision, Generation, LeaseId, Outcome, OverrideKind, Policy, PolicySpec, State,
@@ -88,7 +96,7 @@ pub struct OutcomeIn {
 }
 
 /// What became of a report batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct ReportSummary {
     /// Outcomes counted under their circuit's current generation.
     pub applied: u32,
@@ -102,7 +110,7 @@ pub struct ReportSummary {
 }
 
 /// An operator override as watchers see it: the expiry as time remaining.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OverrideSnapshot {
     /// What it does.
     pub kind: OverrideKind,
@@ -111,32 +119,38 @@ pub struct OverrideSnapshot {
     /// Who set it.
     pub actor: String,
     /// Time until it lapses (`None`: never).
+    #[serde(rename = "expires_in_ms", serialize_with = "ser::millis_opt")]
     pub expires_in: Option<Duration>,
 }
 
 /// The state of one circuit as a client needs it to decide locally.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized without its policy (a [`CircuitDetail`] carries it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CircuitSnapshot {
     /// The circuit's name.
+    #[serde(serialize_with = "ser::name")]
     pub name: Arc<str>,
     /// Breaker state.
     pub state: State,
     /// Generation of this state.
     pub generation: Generation,
     /// While open: time until half-open. Zero otherwise.
+    #[serde(rename = "open_remaining_ms", serialize_with = "ser::millis")]
     pub open_remaining: Duration,
     /// Grows on every policy change of this circuit.
     pub policy_version: u64,
     /// The effective policy.
+    #[serde(skip)]
     pub policy: Policy,
     /// The operator override, if any.
+    #[serde(rename = "override")]
     pub override_: Option<OverrideSnapshot>,
     /// True when this snapshot announces the circuit's deletion.
     pub deleted: bool,
 }
 
 /// A transition in a circuit's recent history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TransitionView {
     /// State before.
     pub from: State,
@@ -145,6 +159,7 @@ pub struct TransitionView {
     /// Generation after.
     pub generation: Generation,
     /// Time since it happened.
+    #[serde(rename = "age_ms", serialize_with = "ser::millis")]
     pub age: Duration,
     /// Why it happened.
     pub cause: TransitionCause,
@@ -178,7 +193,7 @@ pub struct ListQuery {
 }
 
 /// A page of circuits, ordered by name.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page {
     /// The circuits of this page.
     pub circuits: Vec<CircuitSnapshot>,
@@ -186,4 +201,59 @@ pub struct Page {
     pub next_page_token: String,
     /// Circuits matching the filter across all pages.
     pub total_matching: u64,
+}
+
+/// The snapshot's fields, then the counters, the history, the full
+/// effective policy (every field set) and the admin policy (`null` when
+/// there is none).
+impl Serialize for CircuitDetail {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            #[serde(flatten)]
+            snapshot: &'a CircuitSnapshot,
+            counters: &'a Counters,
+            history: &'a [TransitionView],
+            policy: PolicySpec,
+            admin_policy: &'a Option<PolicySpec>,
+        }
+        Flat {
+            snapshot: &self.snapshot,
+            counters: &self.counters,
+            history: &self.history,
+            policy: self.snapshot.policy.to_spec(),
+            admin_policy: &self.admin_policy,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// How durations and shared names serialize.
+mod ser {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    fn whole_millis(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A duration as whole milliseconds.
+    pub(super) fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(whole_millis(*d))
+    }
+
+    /// An optional duration as whole milliseconds, or `null`.
+    pub(super) fn millis_opt<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&whole_millis(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// A shared name as a string.
+    pub(super) fn name<S: Serializer>(name: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name)
+    }
 }

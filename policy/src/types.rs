@@ -240,7 +240,7 @@ pub struct Transition {
 }
 
 /// Counters of one breaker. Window counters are soft state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Counters {
     /// Consecutive failures in the current run.
     pub consecutive_failures: u32,

@@ -427,6 +427,44 @@ mod tests {
         assert_eq!(percent_decode("%ff", false), None);
     }
 
+    /// The core's types serialize as this module's JSON, so the hand-written
+    /// field lists can give way to the derives.
+    #[tokio::test(start_paused = true)]
+    async fn the_core_types_serialize_as_this_api_shows_them() {
+        use breakerd_core::{PolicyResolver, Registry, RegistryConfig};
+        use breakerd_policy::PolicySpec;
+
+        let r = Registry::new(RegistryConfig::default(), PolicyResolver::default());
+        r.acquire("plain", "n").unwrap();
+        let tuned = PolicySpec {
+            consecutive_failures: Some(9),
+            ..Default::default()
+        };
+        r.set_policy("c", &tuned, "ops", "noisy").await.unwrap();
+        r.set_override(
+            "c",
+            OverrideKind::ForcedOpen,
+            "ops",
+            "why",
+            Some(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap();
+        for name in ["plain", "c"] {
+            let d = r.get(name).unwrap();
+            assert_eq!(serde_json::to_value(&d).unwrap(), detail_json(&d), "{name}");
+            assert_eq!(
+                serde_json::to_value(&d.snapshot).unwrap(),
+                snapshot_json(&d.snapshot),
+                "{name}"
+            );
+            assert_eq!(
+                serde_json::to_value(d.counters).unwrap(),
+                counters_json(&d.counters)
+            );
+        }
+    }
+
     #[test]
     fn actors() {
         assert_eq!(actor(None).unwrap(), "dashboard");
