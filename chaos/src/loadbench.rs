@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use breakerd::store::{CircuitRecord, OverrideRecord, Store};
+use breakerd_core::store::{CircuitRecord, OverrideRecord, Store};
 use breakerd_policy::{OverrideKind, PolicySpec, State};
 use breakerd_proto::v1 as pb;
 

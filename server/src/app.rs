@@ -7,13 +7,13 @@
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
+use breakerd_core::{Registry, store::Store};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthReporter};
 
 use crate::{
     config::Config,
-    core::Registry,
     grpc::{
         self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal,
         auth::{AuthLayer, security_warnings},
@@ -21,7 +21,6 @@ use crate::{
         trace::TraceLayer,
     },
     http::{self as side_port, HttpState, RpcMetrics, RpcMetricsLayer},
-    store::Store,
 };
 
 /// Health-checked service names: the whole server (`""`) and both APIs.
@@ -50,7 +49,7 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     /// The store could not be opened or loaded.
     #[error("cannot load the store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] breakerd_core::store::StoreError),
     /// The task loading the store died.
     #[error("store loading task failed: {0}")]
     StoreTask(#[from] tokio::task::JoinError),

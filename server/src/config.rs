@@ -15,16 +15,14 @@ use std::{
     time::Duration,
 };
 
+use breakerd_core::{PolicyResolver, RegistryConfig, ResolverError};
 use breakerd_policy::{InvalidPolicy, PolicySpec};
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    core::{PolicyResolver, RegistryConfig, ResolverError},
-    grpc::{
-        auth::{AuthConfig, AuthSection, EnvTokens},
-        tls::{TlsConfig, TlsSection},
-    },
+use crate::grpc::{
+    auth::{AuthConfig, AuthSection, EnvTokens},
+    tls::{TlsConfig, TlsSection},
 };
 
 /// Default listen address: loopback only, so an unconfigured coordinator is

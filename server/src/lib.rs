@@ -1,6 +1,7 @@
 //! breakerd: the centralized circuit-breaker coordinator.
 //!
-//! - [`core`]: every circuit's authoritative breaker; no transport in it.
+//! - The core (every circuit's authoritative breaker, deadlines, watch
+//!   fan-out and the store) is the `breakerd-core` crate; no transport in it.
 //! - [`grpc`]: the `breakerd.v1` services over the core, the one mapping of
 //!   core errors to gRPC codes, and per-request trace spans.
 //! - [`config`]: TOML file, flags and `BREAKERD_*` variables, checked at start.
@@ -12,8 +13,6 @@
 
 pub mod app;
 pub mod config;
-pub mod core;
 pub mod grpc;
 pub mod http;
-pub mod store;
 pub mod telemetry;

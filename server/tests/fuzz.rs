@@ -27,10 +27,10 @@ use std::{
     time::Duration,
 };
 
-use breakerd::{
-    core::{PolicyResolver, Registry, RegistryConfig},
-    grpc::{AdminService, BreakerService, ClientLimits, ClientLimitsConfig, ShutdownSignal},
+use breakerd::grpc::{
+    AdminService, BreakerService, ClientLimits, ClientLimitsConfig, ShutdownSignal,
 };
+use breakerd_core::{PolicyResolver, Registry, RegistryConfig};
 use breakerd_proto::v1::{
     self as pb, admin_server::Admin, admin_server::AdminServer, breaker_server::Breaker,
     breaker_server::BreakerServer,

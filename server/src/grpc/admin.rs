@@ -1,6 +1,6 @@
 //! `breakerd.v1.Admin`: inspect and steer circuits. The core checks the
-//! actor and reason of every change and writes the audit event; every
-//! change is answered only once it is durable in the store.
+//! actor and reason of every change, writes the audit event, and answers
+//! every change only once it is durable in the store.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,11 +10,11 @@ use tonic::{Request, Response, Status};
 use super::{
     convert::{
         detail_to_proto, invalid, override_kind_from_proto, policy_spec_from_proto,
-        snapshot_to_proto, state_filter_from_proto,
+        snapshot_to_proto, state_filter_from_proto, status_from_core, status_from_refused,
     },
     limits::{ClientId, ClientLimits},
 };
-use crate::core::{ListQuery, Registry};
+use breakerd_core::{ListQuery, Registry};
 
 /// The admin service.
 #[derive(Debug, Clone)]
@@ -40,17 +40,12 @@ impl AdminService {
         self
     }
 
-    /// Counts one request of the caller; `creates` names a circuit the
-    /// call would create if it does not exist.
-    fn admit<T>(&self, request: &Request<T>, creates: Option<&str>) -> Result<(), Status> {
+    /// Counts one request of the caller, and returns who it is: calls that
+    /// may create a circuit hand its new-circuit budget to the registry.
+    fn admit<T>(&self, request: &Request<T>) -> Result<ClientId, Status> {
         let client = ClientId::of(request, "");
         self.limits.check_request(&client)?;
-        match creates {
-            Some(name) => self
-                .limits
-                .check_new_circuits(&client, &self.registry, [name]),
-            None => Ok(()),
-        }
+        Ok(client)
     }
 }
 
@@ -60,8 +55,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetCircuitRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
-        self.admit(&request, None)?;
-        let detail = self.registry.get(&request.get_ref().name)?;
+        self.admit(&request)?;
+        let detail = self
+            .registry
+            .get(&request.get_ref().name)
+            .map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -69,7 +67,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListCircuitsRequest>,
     ) -> Result<Response<pb::ListCircuitsResponse>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let req = request.into_inner();
         let query = ListQuery {
             prefix: req.prefix,
@@ -77,7 +75,7 @@ impl Admin for AdminService {
             page_size: usize::try_from(req.page_size).unwrap_or(usize::MAX),
             page_token: req.page_token,
         };
-        let page = self.registry.list(&query)?;
+        let page = self.registry.list(&query).map_err(status_from_core)?;
         Ok(Response::new(pb::ListCircuitsResponse {
             circuits: page.circuits.iter().map(snapshot_to_proto).collect(),
             next_page_token: page.next_page_token,
@@ -89,16 +87,18 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
-        self.admit(&request, Some(&request.get_ref().name))?;
+        let client = self.admit(&request)?;
         let req = request.into_inner();
         let Some(policy) = &req.policy else {
             return Err(invalid("policy", "is required: set the fields to change"));
         };
         let spec = policy_spec_from_proto(policy)?;
+        let budget = self.limits.new_circuit_budget(&client);
         let detail = self
             .registry
-            .set_policy(&req.name, &spec, &req.actor, &req.reason)?;
-        self.registry.durable().await?;
+            .set_policy_admitted(&req.name, &spec, &req.actor, &req.reason, &budget)
+            .await
+            .map_err(status_from_refused)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -106,14 +106,23 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetOverrideRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
-        self.admit(&request, Some(&request.get_ref().name))?;
+        let client = self.admit(&request)?;
         let req = request.into_inner();
         let kind = override_kind_from_proto(req.kind)?;
         let expires_in = (req.expires_in_ms != 0).then(|| Duration::from_millis(req.expires_in_ms));
-        let detail =
-            self.registry
-                .set_override(&req.name, kind, &req.actor, &req.reason, expires_in)?;
-        self.registry.durable().await?;
+        let budget = self.limits.new_circuit_budget(&client);
+        let detail = self
+            .registry
+            .set_override_admitted(
+                &req.name,
+                kind,
+                &req.actor,
+                &req.reason,
+                expires_in,
+                &budget,
+            )
+            .await
+            .map_err(status_from_refused)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -121,12 +130,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ClearOverrideRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let req = request.into_inner();
         let detail = self
             .registry
-            .clear_override(&req.name, &req.actor, &req.reason)?;
-        self.registry.durable().await?;
+            .clear_override(&req.name, &req.actor, &req.reason)
+            .await
+            .map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -134,10 +144,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ResetCircuitRequest>,
     ) -> Result<Response<pb::CircuitDetail>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let req = request.into_inner();
-        let detail = self.registry.reset(&req.name, &req.actor, &req.reason)?;
-        self.registry.durable().await?;
+        let detail = self
+            .registry
+            .reset(&req.name, &req.actor, &req.reason)
+            .await
+            .map_err(status_from_core)?;
         Ok(Response::new(detail_to_proto(&detail)))
     }
 
@@ -145,10 +158,12 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeleteCircuitRequest>,
     ) -> Result<Response<pb::DeleteCircuitResponse>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let req = request.into_inner();
-        self.registry.delete(&req.name, &req.actor, &req.reason)?;
-        self.registry.durable().await?;
+        self.registry
+            .delete(&req.name, &req.actor, &req.reason)
+            .await
+            .map_err(status_from_core)?;
         Ok(Response::new(pb::DeleteCircuitResponse { name: req.name }))
     }
 
@@ -156,7 +171,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        self.admit(&request, None)?;
+        self.admit(&request)?;
         let req = request.into_inner();
         let limit = match req.limit {
             0 => 100,
@@ -169,8 +184,11 @@ impl Admin for AdminService {
             }
         };
         let circuit = (!req.circuit.is_empty()).then_some(req.circuit.as_str());
-        let records = self.registry.audit_log(circuit, limit)?;
-        let json = |r: &Option<crate::store::CircuitRecord>| {
+        let records = self
+            .registry
+            .audit_log(circuit, limit)
+            .map_err(status_from_core)?;
+        let json = |r: &Option<breakerd_core::store::CircuitRecord>| {
             r.as_ref()
                 .and_then(|r| serde_json::to_string(r).ok())
                 .unwrap_or_default()

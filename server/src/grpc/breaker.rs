@@ -11,10 +11,11 @@ use super::{
     ShutdownSignal,
     convert::{
         ms_ceil, outcome_from_proto, reject_reason_to_proto, snapshot_to_proto, state_to_proto,
+        status_from_core, status_from_refused,
     },
     limits::{ClientId, ClientLimits},
 };
-use crate::core::{OutcomeIn, Registry, Subscription, WatchUpdate};
+use breakerd_core::{OutcomeIn, Registry, Subscription, WatchUpdate};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -69,18 +70,18 @@ fn outcomes_from_proto(req: &pb::ReportRequest) -> Result<Vec<OutcomeIn>, Status
         .collect()
 }
 
-/// Applies a batch. A batch that moved a circuit (e.g. tripped it open) is
-/// answered only once that state is durable, so an acknowledged trip
-/// survives a crash.
+/// Applies a batch. The core answers a batch that moved a circuit (e.g.
+/// tripped it open) only once that state is durable, so an acknowledged
+/// trip survives a crash.
 async fn report(
     registry: &Registry,
     req: &pb::ReportRequest,
 ) -> Result<pb::ReportResponse, Status> {
     let outcomes = outcomes_from_proto(req)?;
-    let s = registry.report(&req.node_id, &outcomes)?;
-    if s.transitions > 0 {
-        registry.durable().await?;
-    }
+    let s = registry
+        .report(&req.node_id, &outcomes)
+        .await
+        .map_err(status_from_core)?;
     Ok(pb::ReportResponse {
         applied: s.applied,
         stale: s.stale,
@@ -108,9 +109,11 @@ impl Breaker for BreakerService {
         let client = ClientId::of(&request, &request.get_ref().node_id);
         self.limits.check_request(&client)?;
         let req = request.into_inner();
-        self.limits
-            .check_new_circuits(&client, &self.registry, [req.circuit.as_str()])?;
-        let out = self.registry.acquire(&req.circuit, &req.node_id)?;
+        let budget = self.limits.new_circuit_budget(&client);
+        let out = self
+            .registry
+            .acquire_admitted(&req.circuit, &req.node_id, &budget)
+            .map_err(status_from_refused)?;
         let res = match out.decision {
             Decision::Allow {
                 generation,
@@ -216,13 +219,12 @@ impl Breaker for BreakerService {
         let client = ClientId::of(&request, &request.get_ref().node_id);
         self.limits.check_request(&client)?;
         let req = request.into_inner();
-        crate::core::validate_node_id(&req.node_id)?;
-        self.limits.check_new_circuits(
-            &client,
-            &self.registry,
-            req.circuits.iter().map(String::as_str),
-        )?;
-        let sub = self.registry.watch(&req.circuits)?;
+        breakerd_core::validate_node_id(&req.node_id).map_err(status_from_core)?;
+        let budget = self.limits.new_circuit_budget(&client);
+        let sub = self
+            .registry
+            .watch_admitted(&req.circuits, &budget)
+            .map_err(status_from_refused)?;
         tracing::debug!(node_id = %req.node_id, circuits = req.circuits.len(), "watch started");
         let state: (Subscription, ShutdownSignal, bool) = (sub, self.shutdown.clone(), false);
         let out = stream::unfold(state, |(mut sub, mut shutdown, done)| async move {

@@ -12,7 +12,9 @@ use breakerd_policy::{self as policy, Policy, PolicySpec};
 use breakerd_proto::v1 as pb;
 use tonic::Status;
 
-use crate::core::{CircuitDetail, CircuitSnapshot, CoreError, OverrideSnapshot, TransitionView};
+use breakerd_core::{
+    CircuitDetail, CircuitSnapshot, CoreError, OverrideSnapshot, Refused, TransitionView,
+};
 
 /// Maps a core error to its gRPC status. Exhaustive on purpose.
 pub fn status_from_core(err: CoreError) -> Status {
@@ -26,9 +28,12 @@ pub fn status_from_core(err: CoreError) -> Status {
     }
 }
 
-impl From<CoreError> for Status {
-    fn from(err: CoreError) -> Status {
-        status_from_core(err)
+/// Maps the refusal of an admitted core call: the core's error, or the
+/// status the admission refused with (a per-client limit).
+pub fn status_from_refused(refused: Refused<Status>) -> Status {
+    match refused {
+        Refused::Core(err) => status_from_core(err),
+        Refused::Admission(status) => status,
     }
 }
 
@@ -236,7 +241,7 @@ pub fn counters_to_proto(c: &policy::Counters) -> pb::Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::NameProblem;
+    use breakerd_core::NameProblem;
     use tonic::Code;
 
     #[test]
@@ -275,7 +280,7 @@ mod tests {
             ),
         ];
         for (err, code, message) in cases {
-            let status = Status::from(err);
+            let status = status_from_core(err);
             assert_eq!((status.code(), status.message()), (code, message));
         }
     }

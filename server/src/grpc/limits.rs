@@ -13,6 +13,10 @@
 //! peer IP instead, and an IP that finds the IP table full shares one
 //! overflow bucket with every other such IP.
 //!
+//! The new-circuit limit is not checked ahead of the core: a call hands the
+//! registry the client's [`NewCircuitBudget`], which the registry charges
+//! inside its creation path, only for names it is about to create.
+//!
 //! Over a limit the call fails with `RESOURCE_EXHAUSTED`, a message saying
 //! which limit and when to retry, and the same hint in milliseconds as the
 //! `retry-after-ms` response metadata (trailers). Time comes from tokio's
@@ -30,7 +34,7 @@ use std::{
 use dashmap::{DashMap, mapref::entry::Entry};
 use tonic::{Request, Status, metadata::MetadataValue};
 
-use crate::core::{Registry, validate_circuit_name, validate_node_id};
+use breakerd_core::{Admission, validate_node_id};
 
 /// Response metadata key of the retry hint, in milliseconds.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
@@ -304,30 +308,16 @@ impl ClientLimits {
         }
     }
 
-    /// Counts the circuits among `names` that `client` would create (valid
-    /// names that do not exist now; duplicates count once). Racing creators
-    /// may both pay for one name, and a name evicted meanwhile may be
-    /// created unpaid: the limit is about orders of magnitude, not exact
-    /// counts.
-    pub fn check_new_circuits<'a>(
-        &self,
-        client: &ClientId,
-        registry: &Registry,
-        names: impl IntoIterator<Item = &'a str>,
-    ) -> Result<(), Status> {
-        let Some(rate) = self.new_circuits else {
-            return Ok(());
-        };
-        let mut new: Vec<&str> = names
-            .into_iter()
-            .filter(|n| validate_circuit_name(n).is_ok() && !registry.exists(n))
-            .collect();
-        if new.is_empty() {
-            return Ok(());
+    /// The new-circuit budget of `client`, to hand the registry with a call
+    /// that may create circuits (its `*_admitted` methods). The registry
+    /// charges it inside its creation path, only for names it is about to
+    /// create: a circuit that exists costs nothing, a refused call creates
+    /// nothing, and racing creators of one name pay for it once.
+    pub fn new_circuit_budget<'a>(&'a self, client: &'a ClientId) -> NewCircuitBudget<'a> {
+        NewCircuitBudget {
+            limits: self,
+            client,
         }
-        new.sort_unstable();
-        new.dedup();
-        self.take(client, Limit::NewCircuits, rate, new.len() as u64)
     }
 
     fn take(&self, client: &ClientId, limit: Limit, rate: Rate, n: u64) -> Result<(), Status> {
@@ -422,6 +412,30 @@ impl ClientLimits {
     }
 }
 
+/// The new-circuit budget of one client: see
+/// [`ClientLimits::new_circuit_budget`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewCircuitBudget<'a> {
+    limits: &'a ClientLimits,
+    client: &'a ClientId,
+}
+
+impl Admission for NewCircuitBudget<'_> {
+    type Refusal = Status;
+
+    /// Takes `count` tokens from the client's new-circuit bucket, or refuses
+    /// with `RESOURCE_EXHAUSTED` and a retry hint. Atomics and the client
+    /// table only: quick enough to run under the registry's shard lock.
+    fn admit(&self, count: usize) -> Result<(), Status> {
+        match self.limits.new_circuits {
+            Some(rate) => self
+                .limits
+                .take(self.client, Limit::NewCircuits, rate, count as u64),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The retry hint of a status made by [`ClientLimits`], in milliseconds.
 pub fn retry_after_ms(status: &Status) -> Option<u64> {
     status
@@ -436,7 +450,7 @@ pub fn retry_after_ms(status: &Status) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{PolicyResolver, RegistryConfig};
+    use breakerd_core::{CoreError, PolicyResolver, Refused, Registry, RegistryConfig};
 
     fn node(n: &str) -> ClientId {
         ClientId::Node {
@@ -514,9 +528,10 @@ mod tests {
             RegistryConfig::default(),
             PolicyResolver::new(Default::default(), Vec::new()).unwrap(),
         );
+        let a = node("a");
         for i in 0..10_000 {
             l.check_request(&node(&format!("n{i}"))).unwrap();
-            l.check_new_circuits(&node("a"), &r, [format!("c{i}").as_str()])
+            r.acquire_admitted(&format!("c{i}"), "", &l.new_circuit_budget(&a))
                 .unwrap();
         }
         assert_eq!(l.tracked(), (0, 0));
@@ -531,15 +546,28 @@ mod tests {
         );
         r.acquire("exists", "").unwrap();
         let c = node("a");
-        l.check_new_circuits(&c, &r, ["exists", "bad name", "exists"])
+        let budget = l.new_circuit_budget(&c);
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        r.watch_admitted(&names(&["exists", "exists"]), &budget)
             .unwrap();
-        l.check_new_circuits(&c, &r, ["x", "x"]).unwrap();
-        l.check_new_circuits(&c, &r, ["y"]).unwrap();
-        let s = l.check_new_circuits(&c, &r, ["z"]).unwrap_err();
+        r.acquire_admitted("exists", "a", &budget).unwrap();
+        assert!(matches!(
+            r.acquire_admitted("bad name", "a", &budget),
+            Err(Refused::Core(CoreError::InvalidName { .. }))
+        ));
+        r.watch_admitted(&names(&["x", "x"]), &budget).unwrap();
+        r.acquire_admitted("y", "a", &budget).unwrap();
+        let s = match r.acquire_admitted("z", "a", &budget) {
+            Err(Refused::Admission(s)) => s,
+            other => panic!("expected the limit, got {other:?}"),
+        };
         assert!(s.message().contains("new circuits"), "{}", s.message());
         assert_eq!(retry_after_ms(&s), Some(30_000));
+        assert!(r.get("z").is_err(), "a refused name is not created");
         // Names that exist never count.
-        l.check_new_circuits(&c, &r, ["exists"]).unwrap();
+        r.acquire_admitted("exists", "a", &budget).unwrap();
+        r.watch_admitted(&names(&["exists", "x", "y"]), &budget)
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]

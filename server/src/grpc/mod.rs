@@ -24,7 +24,7 @@ pub use admin::AdminService;
 pub use breaker::BreakerService;
 pub use limits::{ClientLimits, ClientLimitsConfig};
 
-use crate::core::Registry;
+use breakerd_core::Registry;
 
 /// Full gRPC name of the data-plane service, as health checks know it.
 pub const BREAKER_SERVICE_NAME: &str = <BreakerServer<BreakerService> as NamedService>::NAME;

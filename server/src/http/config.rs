@@ -15,7 +15,7 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
 /// Default cap on per-circuit metric series.
 pub const DEFAULT_MAX_CIRCUIT_SERIES: u64 = 200;
 /// Largest configurable cap on per-circuit metric series (one registry page).
-pub const MAX_CIRCUIT_SERIES: u64 = crate::core::MAX_PAGE_SIZE as u64;
+pub const MAX_CIRCUIT_SERIES: u64 = breakerd_core::MAX_PAGE_SIZE as u64;
 /// Shortest admin token accepted: a guessable token on a write API is
 /// worse than none.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;

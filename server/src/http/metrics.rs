@@ -26,7 +26,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use parking_lot::RwLock;
 use tower::{Layer, Service};
 
-use crate::core::{ListQuery, Registry};
+use breakerd_core::{ListQuery, Registry};
 
 /// Upper bounds of the latency buckets, in seconds (`+Inf` is implied).
 pub const LATENCY_BUCKETS: [f64; 14] = [

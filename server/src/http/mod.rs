@@ -42,7 +42,9 @@ use tokio::{net::TcpListener, sync::Semaphore};
 pub use config::{AdminToken, HttpConfig, HttpSection};
 pub use metrics::{RpcMetrics, RpcMetricsLayer};
 
-use crate::{core::Registry, grpc::ShutdownSignal};
+use breakerd_core::Registry;
+
+use crate::grpc::ShutdownSignal;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;

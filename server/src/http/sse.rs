@@ -1,6 +1,6 @@
 //! `GET /events`: every circuit, live, as Server-Sent Events.
 //!
-//! Each stream is one [`Registry::watch`](crate::core::Registry::watch) of
+//! Each stream is one [`Registry::watch`](breakerd_core::Registry::watch) of
 //! every circuit (an empty list, which creates none). The first event is
 //! `snapshot` with all circuits; after it, `changed` events carry the
 //! circuits that changed. A watcher that falls behind gets a fresh
@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Body, HttpState, MAX_SSE_CLIENTS, api::snapshot_json, error};
-use crate::core::WatchUpdate;
+use breakerd_core::WatchUpdate;
 
 /// Interval of keep-alive comments on an idle stream.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -40,7 +40,7 @@ impl Drop for Client {
 }
 
 /// One SSE frame.
-fn frame(event: &str, update: &[Arc<crate::core::CircuitSnapshot>]) -> Bytes {
+fn frame(event: &str, update: &[Arc<breakerd_core::CircuitSnapshot>]) -> Bytes {
     let circuits: Vec<_> = update.iter().map(|s| snapshot_json(s)).collect();
     // serde_json never writes a raw newline, so `data:` is one line.
     Bytes::from(format!(

@@ -11,7 +11,7 @@ use tokio::{
 };
 
 use super::*;
-use crate::core::{OutcomeIn, Registry};
+use breakerd_core::{OutcomeIn, Registry};
 
 const TOKEN: &str = "s3cret-token-0123456789";
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -88,7 +88,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn trip(registry: &Registry, name: &str) {
+async fn trip(registry: &Registry, name: &str) {
     for _ in 0..5 {
         let Decision::Allow { generation, .. } = registry.acquire(name, "web-1").unwrap().decision
         else {
@@ -102,7 +102,7 @@ fn trip(registry: &Registry, name: &str) {
             latency: Duration::from_millis(3),
             age: Duration::ZERO,
         };
-        registry.report("web-1", &[out]).unwrap();
+        registry.report("web-1", &[out]).await.unwrap();
     }
     assert_eq!(registry.get(name).unwrap().snapshot.state, State::Open);
 }
@@ -122,7 +122,7 @@ async fn metrics_follow_a_trip() {
         Some(0.0)
     );
 
-    trip(&side.registry, "payments");
+    trip(&side.registry, "payments").await;
     side.registry.acquire("search", "web-1").unwrap();
     assert!(
         !side
@@ -166,7 +166,7 @@ async fn per_circuit_series_are_capped_with_open_ones_first() {
     for name in ["a", "b", "c", "d"] {
         side.registry.acquire(name, "web-1").unwrap();
     }
-    trip(&side.registry, "z-open");
+    trip(&side.registry, "z-open").await;
     let m = req(side.addr, "GET", "/metrics", None, "").await.body;
     let circuits: std::collections::BTreeSet<&str> = m
         .lines()
@@ -399,7 +399,7 @@ async fn events_stream_a_snapshot_then_changes() {
     assert!(seen.contains("text/event-stream"), "{seen}");
     assert!(seen.contains("event: snapshot"), "{seen}");
 
-    trip(&side.registry, "payments");
+    trip(&side.registry, "payments").await;
     read_until(&mut s, &mut seen, "\"state\":\"open\"").await;
     assert!(seen.contains("event: changed"), "{seen}");
     let m = req(side.addr, "GET", "/metrics", None, "").await.body;

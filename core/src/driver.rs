@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Registry, TimerEntry, now};
+use crate::registry::{Registry, TimerEntry, now};
 
 /// Most queued schedule requests taken in one go before timers are checked
 /// again, so a flood of requests cannot starve the deadlines.
 const MAX_INTAKE: usize = 1024;
 
-pub(super) async fn run(
+pub(crate) async fn run(
     registry: Weak<Registry>,
     mut rx: mpsc::UnboundedReceiver<TimerEntry>,
     evict_every: Duration,

@@ -3,7 +3,7 @@
 //! Names are checked, never rewritten: a name that breaks the rule is refused
 //! with a message that says exactly which byte is wrong and where.
 
-use super::error::CoreError;
+use crate::error::CoreError;
 
 pub use breakerd_policy::{MAX_NAME_LEN, NameProblem, name_problem};
 

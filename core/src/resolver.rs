@@ -8,7 +8,7 @@ use std::sync::Arc;
 use breakerd_policy::{InvalidPolicy, Policy, PolicySpec};
 use parking_lot::Mutex;
 
-use super::glob::glob_match;
+use crate::glob::glob_match;
 
 /// Most distinct combinations of matching patterns whose policy is kept for
 /// sharing; circuits of further combinations get a policy of their own.

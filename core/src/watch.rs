@@ -2,12 +2,14 @@
 //! later change to them, with a full resync when a watcher falls behind.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-use super::{CircuitSnapshot, CoreError, Registry, now};
+use crate::admission::{Admission, AdmitAll, Refused};
+use crate::circuit::snapshot_of;
+use crate::registry::{Registry, now};
+use crate::types::CircuitSnapshot;
 
 /// Most changes handed out in one [`WatchUpdate::Changed`].
 const MAX_CHANGES_PER_UPDATE: usize = 256;
@@ -36,10 +38,11 @@ pub struct Subscription {
     rx: broadcast::Receiver<Arc<CircuitSnapshot>>,
 }
 
-pub(super) fn subscribe(
+pub(crate) fn subscribe<A: Admission>(
     registry: &Arc<Registry>,
     names: &[String],
-) -> Result<Subscription, CoreError> {
+    admission: &A,
+) -> Result<Subscription, Refused<A::Refusal>> {
     let mut ordered: Vec<Arc<str>> = names.iter().map(|n| Arc::from(n.as_str())).collect();
     ordered.sort_unstable();
     ordered.dedup();
@@ -60,8 +63,21 @@ pub(super) fn subscribe(
         rx: registry.hub.subscribe(),
     };
     let now = now();
+    // Paid for all at once, before any is created, so that a refused watch
+    // creates nothing. A name created by someone else meanwhile is paid
+    // for anyway, and one evicted meanwhile is created again unpaid.
+    let missing = sub
+        .ordered
+        .iter()
+        .filter(|n| registry.lookup(n).is_none())
+        .count();
+    if missing > 0 {
+        admission.admit(missing).map_err(Refused::Admission)?;
+    }
     for n in &sub.ordered {
-        registry.get_or_create(n, now)?;
+        registry
+            .get_or_create(n, now, &AdmitAll)
+            .map_err(Refused::into_core)?;
     }
     sub.rx = registry.hub.subscribe();
     let initial = if sub.names.is_none() {
@@ -69,9 +85,10 @@ pub(super) fn subscribe(
     } else {
         let mut snaps = Vec::with_capacity(sub.ordered.len());
         for n in &sub.ordered {
-            snaps.push(registry.with_circuit(n, true, now, |c, inner| {
-                Ok(Arc::new(super::snapshot_of(&c.name, inner, now)))
-            })?);
+            let snapshot = registry.with_created(n, now, &AdmitAll, |c, inner| {
+                Ok(Arc::new(snapshot_of(&c.name, inner, now)))
+            });
+            snaps.push(snapshot.map_err(Refused::into_core)?);
         }
         snaps
     };
@@ -123,7 +140,7 @@ impl Subscription {
         let registry = self.registry.upgrade()?;
         // Skip what is still queued: the snapshots below are newer.
         self.rx = self.rx.resubscribe();
-        registry.stats.watch_resyncs.fetch_add(1, Ordering::Relaxed);
+        registry.stats.count_resync();
         let now = now();
         let snaps = if self.names.is_none() {
             registry.snapshot_all(now)

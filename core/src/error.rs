@@ -4,9 +4,7 @@
 //! maps them to status codes in one exhaustive `match`: adding a variant
 //! forces a decision about its code.
 
-use breakerd_policy::InvalidPolicy;
-
-use super::name::NameProblem;
+use breakerd_policy::{InvalidPolicy, NameProblem};
 
 /// Why a core operation was refused. Nothing changed when one is returned,
 /// except for [`CoreError::Storage`], which reports a change that was made

@@ -1,0 +1,185 @@
+//! The [`Registry`] itself: what it holds, and how it is built, empty or
+//! restored from the store. Each concern adds its own `impl Registry` block
+//! in its own file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use breakerd_policy::{Breaker, Generation, NodeId};
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::circuit::{Circuit, CircuitInner, CircuitKey};
+use crate::circuit_name::CircuitName;
+use crate::durable::DurableState;
+use crate::name;
+use crate::resolver::PolicyResolver;
+use crate::stats::Stats;
+use crate::store::{Clocks, Loaded, generation_floor};
+use crate::types::{CircuitSnapshot, RegistryConfig};
+
+/// A deadline handed to the background driver: when, and which circuit.
+pub(crate) type TimerEntry = (Instant, Arc<str>);
+
+/// The coordinator's circuits. Share it as `Arc<Registry>`; every method
+/// but the background task is synchronous and never blocks for long.
+///
+/// Its methods are grouped by concern, one `impl Registry` per file: the
+/// circuit table (`table.rs`), the data plane (`data_plane.rs`), admin
+/// changes (`admin.rs`) and queries (`query.rs`).
+#[derive(Debug)]
+pub struct Registry {
+    pub(crate) config: RegistryConfig,
+    pub(crate) resolver: PolicyResolver,
+    pub(crate) circuits: DashMap<CircuitKey, ()>,
+    /// Circuits held or being created: reserved before insertion, so the
+    /// cap is exact under concurrency.
+    pub(crate) reserved: AtomicUsize,
+    /// Live watchers per circuit name; watched circuits are never evicted.
+    pub(crate) watched: DashMap<Arc<str>, usize>,
+    /// Highest generation of any circuit removed so far: a circuit created
+    /// again under the same name starts above it, so that its generations
+    /// never go back.
+    pub(crate) removed_generation: AtomicU64,
+    pub(crate) hub: broadcast::Sender<Arc<CircuitSnapshot>>,
+    pub(crate) timers: mpsc::UnboundedSender<TimerEntry>,
+    pub(crate) timer_rx: Mutex<Option<mpsc::UnboundedReceiver<TimerEntry>>>,
+    /// Bumped by the driver after every batch of deadlines it applied
+    /// (lets tests wait for it instead of sleeping).
+    pub(crate) driver_ticks: tokio::sync::watch::Sender<u64>,
+    pub(crate) epoch: Instant,
+    pub(crate) stats: Stats,
+    /// Where durable state goes, through the durable-state seam; `None`
+    /// runs in memory only.
+    pub(crate) durable_state: Option<Box<dyn DurableState>>,
+    /// Every generation handed out in this run is above this (see
+    /// [`generation_floor`]), so generations never go back across restarts.
+    pub(crate) generation_floor: Generation,
+}
+
+/// The current instant on tokio's clock (paused in tests).
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Registry {
+    /// An empty registry. Call [`spawn_background`](Self::spawn_background)
+    /// on it to run deadlines and eviction.
+    pub fn new(config: RegistryConfig, resolver: PolicyResolver) -> Arc<Self> {
+        Arc::new(Self::build(config, resolver, None, 0))
+    }
+
+    /// A registry backed by `store` (the embedded
+    /// [`Store`](crate::store::Store), or anything else behind the
+    /// [`DurableState`] seam), holding every circuit `loaded` from it:
+    /// overrides, admin policies, backoff memory, and open circuits until
+    /// their original deadline (downtime counted). Every generation of this
+    /// run is above those of earlier runs.
+    pub fn restore(
+        config: RegistryConfig,
+        resolver: PolicyResolver,
+        store: impl DurableState + 'static,
+        loaded: Loaded,
+    ) -> Arc<Self> {
+        let floor = generation_floor(loaded.epoch);
+        let registry = Self::build(config, resolver, Some(Box::new(store)), floor);
+        let clocks = Clocks::now();
+        let now = clocks.mono;
+        for record in loaded.circuits {
+            if let Some(problem) = name::name_problem(&record.name) {
+                tracing::error!(circuit = %record.name, %problem, "store holds an invalid circuit name; skipped");
+                continue;
+            }
+            let configured = registry.resolver.resolve_shared(&record.name);
+            let (policy, admin_spec) = match &record.admin_policy {
+                None => (configured, None),
+                Some(spec) => match configured.apply(spec) {
+                    Ok(p) => (Arc::new(p), Some(spec.clone())),
+                    Err(e) => {
+                        tracing::error!(circuit = %record.name, error = %e, "stored admin policy no longer valid over the configured policy; using the configured policy");
+                        (configured, None)
+                    }
+                },
+            };
+            let mut saved = record.to_persisted(clocks);
+            saved.generation = saved.generation.max(floor);
+            let breaker = Breaker::restore(policy, NodeId::from_name(&record.name).0, saved, now);
+            let circuit = Arc::new(Circuit {
+                name: CircuitName::new(&record.name),
+                inner: Mutex::new(CircuitInner::new(breaker, admin_spec)),
+                last_used: AtomicU64::new(0),
+            });
+            // Nothing is written back: what restoring changed (a deadline
+            // that passed, the new generation floor) is derived again the
+            // same way on the next start, and later changes are persisted as
+            // they happen.
+            registry.schedule(&circuit, &mut circuit.inner.lock(), now);
+            // Durable state is never dropped for the cap: restored circuits
+            // count against it but are all kept.
+            registry.reserved.fetch_add(1, Ordering::AcqRel);
+            registry.circuits.insert(CircuitKey(circuit), ());
+        }
+        tracing::info!(
+            circuits = registry.len(),
+            epoch = loaded.epoch,
+            "state restored"
+        );
+        Arc::new(registry)
+    }
+
+    pub(crate) fn build(
+        config: RegistryConfig,
+        resolver: PolicyResolver,
+        durable_state: Option<Box<dyn DurableState>>,
+        generation_floor: Generation,
+    ) -> Self {
+        let (hub, _) = broadcast::channel(config.watch_buffer.max(1));
+        let (timers, timer_rx) = mpsc::unbounded_channel();
+        Self {
+            config,
+            resolver,
+            circuits: DashMap::new(),
+            reserved: AtomicUsize::new(0),
+            watched: DashMap::new(),
+            removed_generation: AtomicU64::new(0),
+            hub,
+            timers,
+            timer_rx: Mutex::new(Some(timer_rx)),
+            driver_ticks: tokio::sync::watch::channel(0).0,
+            epoch: now(),
+            stats: Stats::default(),
+            durable_state,
+            generation_floor,
+        }
+    }
+
+    /// The configuration this registry runs with.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// Circuits held now.
+    pub fn len(&self) -> usize {
+        self.circuits.len()
+    }
+
+    /// Whether no circuit is held.
+    pub fn is_empty(&self) -> bool {
+        self.circuits.is_empty()
+    }
+
+    /// The generation a newly created circuit starts at: above every
+    /// generation of a removed circuit and of earlier runs.
+    pub(crate) fn initial_generation(&self) -> Generation {
+        self.removed_generation
+            .load(Ordering::Acquire)
+            .max(self.generation_floor)
+            + 1
+    }
+
+    pub(crate) fn millis_since_epoch(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+}

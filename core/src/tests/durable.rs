@@ -1,0 +1,222 @@
+//! Durability tests: state survives a restart through the store, and
+//! changes are answered only once durable (a gated store behind the
+//! durable-state seam).
+
+use super::*;
+
+fn stored_registry(dir: &std::path::Path, spec: PolicySpec) -> Arc<Registry> {
+    let (store, loaded) = crate::store::Store::open(dir).unwrap();
+    Registry::restore(
+        RegistryConfig::default(),
+        PolicyResolver::new(spec, Vec::new()).unwrap(),
+        store,
+        loaded,
+    )
+}
+
+#[tokio::test]
+async fn durable_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = stored_registry(dir.path(), spec(2, 60_000, 10_000));
+    trip(&r, "open-one", 2).await;
+    let open_gen = r.get("open-one").unwrap().snapshot.generation;
+    r.set_override(
+        "forced",
+        OverrideKind::ForcedOpen,
+        "ops",
+        "incident 7",
+        None,
+    )
+    .await
+    .unwrap();
+    let tuned = PolicySpec {
+        consecutive_failures: Some(9),
+        ..Default::default()
+    };
+    r.set_policy("tuned", &tuned, "ops", "noisy").await.unwrap();
+    r.acquire("plain", "n").unwrap();
+    r.durable().await.unwrap();
+    // As after kill -9: nothing is shut down, the next process just opens
+    // the same directory.
+    drop(r);
+
+    let r = stored_registry(dir.path(), spec(2, 60_000, 10_000));
+    let open = r.get("open-one").unwrap();
+    assert_eq!(
+        open.snapshot.state,
+        State::Open,
+        "an open circuit stays open"
+    );
+    assert!(
+        open.snapshot.open_remaining > Duration::from_secs(50)
+            && open.snapshot.open_remaining <= Duration::from_secs(60),
+        "{:?}",
+        open.snapshot.open_remaining
+    );
+    assert!(
+        open.snapshot.generation > open_gen,
+        "generations never go back"
+    );
+    assert!(!r.acquire("open-one", "n").unwrap().decision.is_allowed());
+
+    let forced = r.get("forced").unwrap();
+    let o = forced.snapshot.override_.expect("override survives");
+    assert_eq!(
+        (o.kind, o.actor.as_str(), o.reason.as_str()),
+        (OverrideKind::ForcedOpen, "ops", "incident 7")
+    );
+    assert_eq!(r.get("tuned").unwrap().admin_policy, Some(tuned));
+    assert_eq!(
+        r.get("plain").map(|_| ()),
+        Err(CoreError::NotFound {
+            name: "plain".into()
+        }),
+        "closed circuits without admin state are soft state"
+    );
+    // A circuit created in the new run starts above every earlier generation.
+    let fresh = r.acquire("plain", "n").unwrap().decision.generation();
+    assert!(fresh > open_gen);
+
+    let audit = r.audit_log(None, 10).unwrap();
+    let actions: Vec<_> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["set_policy", "set_override"]);
+    assert_eq!(
+        audit[1]
+            .after
+            .as_ref()
+            .and_then(|a| a.override_.as_ref())
+            .map(|o| o.kind),
+        Some(OverrideKind::ForcedOpen)
+    );
+}
+
+#[tokio::test]
+async fn deleted_and_recovered_circuits_are_not_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = stored_registry(dir.path(), spec(1, 60_000, 10_000));
+    r.set_override("gone", OverrideKind::Disabled, "ops", "shadow", None)
+        .await
+        .unwrap();
+    r.delete("gone", "ops", "cleanup").await.unwrap();
+    r.set_override("cleared", OverrideKind::ForcedClosed, "ops", "x", None)
+        .await
+        .unwrap();
+    r.clear_override("cleared", "ops", "done").await.unwrap();
+    r.durable().await.unwrap();
+    drop(r);
+    let r = stored_registry(dir.path(), spec(1, 60_000, 10_000));
+    assert!(r.get("gone").is_err());
+    assert!(
+        r.get("cleared").is_err(),
+        "closed without admin state is not kept"
+    );
+    assert_eq!(r.audit_log(Some("gone"), 10).unwrap().len(), 2);
+}
+
+/// A store behind the durable-state seam whose flushes wait for the test
+/// to release them, so that "answered only once durable" is checked
+/// without sleeping.
+#[derive(Debug)]
+struct Gate {
+    flushes: std::sync::atomic::AtomicUsize,
+    started: tokio::sync::Notify,
+    released: tokio::sync::Semaphore,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Gated(Arc<Gate>);
+
+impl DurableState for Gated {
+    fn put(&self, _: crate::store::CircuitRecord) {}
+    fn forget(&self, _: &str) {}
+    fn audit(&self, _: crate::store::AuditRecord) {}
+    fn flush(&self) -> Flush<'_> {
+        Box::pin(async move {
+            let gate = &self.0;
+            gate.flushes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            gate.started.notify_one();
+            gate.released.acquire().await.unwrap().forget();
+            if gate.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(crate::store::StoreError::Write("disk full".into()))
+            } else {
+                Ok(())
+            }
+        })
+    }
+    fn read_audit(
+        &self,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<crate::store::AuditRecord>, crate::store::StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn changes_are_answered_only_once_durable() {
+    let gate = Arc::new(Gate {
+        flushes: Default::default(),
+        started: tokio::sync::Notify::new(),
+        released: tokio::sync::Semaphore::new(0),
+        fail: Default::default(),
+    });
+    let loaded = crate::store::Loaded {
+        epoch: 1,
+        circuits: Vec::new(),
+        recovery: None,
+    };
+    let r = Registry::restore(
+        RegistryConfig::default(),
+        PolicyResolver::new(spec(2, 60_000, 10_000), Vec::new()).unwrap(),
+        Gated(gate.clone()),
+        loaded,
+    );
+    let flushes = || gate.flushes.load(std::sync::atomic::Ordering::SeqCst);
+    let g = r.acquire("c", "n").unwrap().decision.generation();
+
+    // A batch that moves no circuit is answered at once, without a wait.
+    let s = r.report("n", &[failure("c", g)]).await.unwrap();
+    assert_eq!((s.applied, s.transitions), (1, 0));
+    assert_eq!(flushes(), 0);
+
+    // A batch that trips the circuit is answered once the open state is
+    // durable; it is in force before.
+    let tripping = tokio::spawn({
+        let r = r.clone();
+        async move { r.report("n", &[failure("c", g)]).await }
+    });
+    gate.started.notified().await;
+    assert!(
+        !tripping.is_finished(),
+        "a trip answered before it is durable"
+    );
+    assert_eq!(r.get("c").unwrap().snapshot.state, State::Open);
+    gate.released.add_permits(1);
+    assert_eq!(tripping.await.unwrap().unwrap().transitions, 1);
+    assert_eq!(flushes(), 1);
+
+    // So is an admin change; a failed wait is a storage error, and the
+    // change is in force though it may not survive.
+    gate.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let setting = tokio::spawn({
+        let r = r.clone();
+        async move {
+            r.set_override("x", OverrideKind::ForcedOpen, "ops", "why", None)
+                .await
+        }
+    });
+    gate.started.notified().await;
+    assert!(
+        !setting.is_finished(),
+        "an override answered before durable"
+    );
+    gate.released.add_permits(1);
+    assert_eq!(
+        setting.await.unwrap(),
+        Err(CoreError::Storage("store write failed: disk full".into()))
+    );
+    assert!(r.get("x").unwrap().snapshot.override_.is_some());
+    assert_eq!(flushes(), 2);
+}
