@@ -12,15 +12,14 @@ use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthReporter};
 
 use crate::{
-    config::Config,
+    config::{Config, security_warnings},
     core::Registry,
     grpc::{
-        self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal,
-        auth::{AuthLayer, security_warnings},
-        health::DrainingHealth,
+        self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, auth::AuthLayer, health::DrainingHealth,
         trace::TraceLayer,
     },
     http::{self as side_port, HttpState, RpcMetrics, RpcMetricsLayer},
+    shutdown::ShutdownSignal,
     store::Store,
 };
 

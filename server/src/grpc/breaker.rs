@@ -8,13 +8,15 @@ use futures_util::{Stream, StreamExt, stream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    ShutdownSignal,
     convert::{
         ms_ceil, outcome_from_proto, reject_reason_to_proto, snapshot_to_proto, state_to_proto,
     },
     limits::{ClientId, ClientLimits},
 };
-use crate::core::{OutcomeIn, Registry, Subscription, WatchUpdate};
+use crate::{
+    core::{OutcomeIn, Registry, Subscription, WatchUpdate},
+    shutdown::ShutdownSignal,
+};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 

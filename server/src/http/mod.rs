@@ -17,7 +17,6 @@
 //! body limit, a connection cap) and no input can panic a handler.
 
 pub mod api;
-pub mod config;
 pub mod dashboard;
 pub mod metrics;
 pub mod sse;
@@ -39,10 +38,29 @@ use hyper::body::{Bytes, Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
-pub use config::{AdminToken, HttpConfig, HttpSection};
 pub use metrics::{RpcMetrics, RpcMetricsLayer};
 
-use crate::{core::Registry, grpc::ShutdownSignal};
+use crate::{core::Registry, shutdown::ShutdownSignal, token::Token};
+
+/// The admin token of the write routes.
+pub type AdminToken = Token;
+
+/// The checked `[http]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Where to serve (`None`: the side port is off).
+    pub listen: Option<SocketAddr>,
+    /// Whether `listen` was asked for (by flag, variable or file) rather
+    /// than being the built-in default: only then is failing to bind it
+    /// fatal. The default port may well be taken by another breakerd on the
+    /// same host (tests, a second instance), and the side port is not worth
+    /// refusing to coordinate for.
+    pub listen_required: bool,
+    /// The admin token (`None`: write actions are refused).
+    pub admin_token: Option<AdminToken>,
+    /// Cap on per-circuit metric series.
+    pub max_circuit_series: usize,
+}
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
