@@ -14,11 +14,13 @@ use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::Healt
 use crate::{
     config::{Config, security_warnings},
     core::Registry,
-    grpc::{
-        self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, auth::AuthLayer, health::DrainingHealth,
+    grpc::{self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, health::DrainingHealth},
+    http::{self as side_port, HttpState},
+    middleware::{
+        auth::AuthLayer,
+        metrics::{RpcMetrics, RpcMetricsLayer},
         trace::TraceLayer,
     },
-    http::{self as side_port, HttpState, RpcMetrics, RpcMetricsLayer},
     shutdown::ShutdownSignal,
     store::Store,
 };

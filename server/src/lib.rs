@@ -19,6 +19,7 @@ pub mod config;
 pub mod core;
 pub mod grpc;
 pub mod http;
+pub mod middleware;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

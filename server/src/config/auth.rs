@@ -13,7 +13,7 @@ use super::{
     cli::{ADMIN_TOKEN_ENV, DATA_TOKEN_ENV, EnvTokens},
     error::ConfigError,
 };
-use crate::{grpc::auth::AuthConfig, token::Token};
+use crate::{middleware::auth::AuthConfig, token::Token};
 
 /// `[auth]` as written in the config file. Empty strings mean unset.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]

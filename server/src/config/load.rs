@@ -15,8 +15,9 @@ use super::{
 };
 use crate::{
     core::{PolicyResolver, RegistryConfig, ResolverError},
-    grpc::{ClientLimitsConfig, auth::AuthConfig},
+    grpc::ClientLimitsConfig,
     http::HttpConfig,
+    middleware::auth::AuthConfig,
     telemetry::LogFormat,
 };
 

@@ -6,12 +6,10 @@
 //! server starts shutting down, so a graceful drain does not wait for them.
 
 pub mod admin;
-pub mod auth;
 pub mod breaker;
 pub mod convert;
 pub mod health;
 pub mod limits;
-pub mod trace;
 
 use std::sync::Arc;
 

@@ -38,9 +38,9 @@ use hyper::body::{Bytes, Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
-pub use metrics::{RpcMetrics, RpcMetricsLayer};
-
-use crate::{core::Registry, shutdown::ShutdownSignal, token::Token};
+use crate::{
+    core::Registry, middleware::metrics::RpcMetrics, shutdown::ShutdownSignal, token::Token,
+};
 
 /// The admin token of the write routes.
 pub type AdminToken = Token;
