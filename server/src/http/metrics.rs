@@ -10,12 +10,15 @@
 
 use std::{
     fmt::Write as _,
-    sync::atomic::Ordering,
+    sync::{Arc, atomic::Ordering},
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use axum::{extract::State as Shared, response::Response};
 use breakerd_policy::State;
+use http::StatusCode;
 
+use super::{response::respond, state::HttpState};
 use crate::{
     core::{ListQuery, Registry},
     middleware::metrics::{Histogram, LATENCY_BUCKETS, OTHER, RpcMetrics},
@@ -34,6 +37,22 @@ fn write_histogram(out: &mut String, h: &Histogram, name: &str, labels: &str) {
     // The count is the +Inf bucket, so the two always agree in a scrape.
     let total = cumulative.last().copied().unwrap_or(0);
     let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+}
+
+/// `GET /metrics`: the exposition, as of now.
+pub async fn scrape(Shared(state): Shared<Arc<HttpState>>) -> Response {
+    let text = render(&ScrapeSources {
+        registry: &state.registry,
+        rpc: &state.rpc,
+        sse_clients: state.sse_clients.load(Ordering::Relaxed) as u64,
+        max_circuit_series: state.config.max_circuit_series,
+        started: state.started,
+    });
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text,
+    )
 }
 
 /// Everything `/metrics` shows besides the registry.
