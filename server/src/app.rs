@@ -13,14 +13,15 @@ use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthReporter};
 
 use crate::{
-    config::Config,
-    grpc::{
-        self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, ShutdownSignal,
-        auth::{AuthLayer, security_warnings},
-        health::DrainingHealth,
+    config::{Config, security_warnings},
+    grpc::{self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, health::DrainingHealth},
+    http::{self as side_port, HttpState},
+    middleware::{
+        auth::AuthLayer,
+        metrics::{RpcMetrics, RpcMetricsLayer},
         trace::TraceLayer,
     },
-    http::{self as side_port, HttpState, RpcMetrics, RpcMetricsLayer},
+    shutdown::ShutdownSignal,
 };
 
 /// Health-checked service names: the whole server (`""`) and both APIs.

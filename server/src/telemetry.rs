@@ -2,11 +2,14 @@
 //! stdout, filtered by an `EnvFilter` directive string.
 //!
 //! Per-request spans (with `rpc` and `trace_id`) come from
-//! [`crate::grpc::trace`]; every event logged while handling a call carries
-//! them.
+//! [`crate::middleware::trace`]; every event logged while handling a call
+//! carries them. The format and filter arrive checked (`[log]` in
+//! [`crate::config`]).
 
 use std::io::IsTerminal;
 
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::{
     EnvFilter,
@@ -15,7 +18,16 @@ use tracing_subscriber::{
     prelude::*,
 };
 
-use crate::config::LogFormat;
+/// How log lines are written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (the default; what log pipelines ingest).
+    #[default]
+    Json,
+    /// Human-readable lines, for a terminal.
+    Text,
+}
 
 /// Parses a log filter such as `info` or `breakerd=debug,h2=warn`.
 pub fn parse_filter(directives: &str) -> Result<EnvFilter, String> {

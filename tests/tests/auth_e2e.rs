@@ -391,7 +391,7 @@ async fn the_client_crate_connects_with_tls_and_a_token() {
 #[test]
 fn exposed_listeners_without_auth_are_warned_about() {
     let exposed = config("[server]\nlisten = \"0.0.0.0:50051\"\n[http]\nlisten = \"off\"\n");
-    let warnings = breakerd::grpc::auth::security_warnings(&exposed);
+    let warnings = breakerd::config::security_warnings(&exposed);
     assert!(
         warnings
             .iter()
@@ -403,5 +403,5 @@ fn exposed_listeners_without_auth_are_warned_about() {
         "{warnings:?}"
     );
     let local = config("[http]\nlisten = \"off\"\n");
-    assert!(breakerd::grpc::auth::security_warnings(&local).is_empty());
+    assert!(breakerd::config::security_warnings(&local).is_empty());
 }

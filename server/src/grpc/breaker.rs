@@ -8,7 +8,6 @@ use futures_util::{Stream, StreamExt, stream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    ShutdownSignal,
     convert::{
         ms_ceil, outcome_from_proto, reject_reason_to_proto, snapshot_to_proto, state_to_proto,
         status_from_core, status_from_refused,
@@ -16,6 +15,8 @@ use super::{
     limits::{ClientId, ClientLimits},
 };
 use breakerd_core::{OutcomeIn, Registry, Subscription, WatchUpdate};
+
+use crate::shutdown::ShutdownSignal;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 

@@ -3,19 +3,33 @@
 //!
 //! Circuit names may hold `/` and `:`, so `{name}` is everything between
 //! `/api/circuits/` and, for the override routes, `/override`; it may be
-//! percent-encoded (`encodeURIComponent`). The core checks it like any name.
+//! percent-encoded (`encodeURIComponent`), and the router's `Path`
+//! extractor decodes it. The core checks it like any name.
 
 use std::{sync::Arc, time::Duration};
 
+use axum::{
+    body::Body,
+    extract::{
+        Path, Query,
+        rejection::{PathRejection, QueryRejection},
+    },
+    response::Response,
+};
 use breakerd_policy::{Counters, OverrideKind, State};
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use http_body_util::BodyExt;
-use hyper::body::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Body, HttpState, MAX_BODY_BYTES, error};
+use super::{
+    response::{error, json},
+    state::{HttpState, MAX_BODY_BYTES},
+};
 use breakerd_core::{CircuitDetail, CircuitSnapshot, CoreError, ListQuery, OverrideSnapshot};
+
+/// Where the per-circuit routes start.
+pub const CIRCUIT_PREFIX: &str = "/api/circuits/";
 
 /// Actor recorded in the audit log for changes made from the dashboard.
 pub const ACTOR: &str = "dashboard";
@@ -121,7 +135,7 @@ fn core_status(e: &CoreError) -> StatusCode {
     }
 }
 
-fn core_error(e: &CoreError) -> Response<Body> {
+fn core_error(e: &CoreError) -> Response {
     error(core_status(e), e.to_string())
 }
 
@@ -132,6 +146,8 @@ struct ApiError {
     message: String,
     /// Ask for credentials (`WWW-Authenticate: Bearer`).
     challenge: bool,
+    /// For a 405: the methods the path allows.
+    allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -140,14 +156,19 @@ impl ApiError {
             status,
             message: message.into(),
             challenge: false,
+            allow: None,
         }
     }
 
-    fn into_response(self) -> Response<Body> {
+    fn into_response(self) -> Response {
         let mut res = error(self.status, self.message);
         if self.challenge {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(allow) = self.allow {
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         res
     }
@@ -159,38 +180,19 @@ impl From<CoreError> for ApiError {
     }
 }
 
-/// Decodes `%XX` escapes (and `+` as a space in queries); `None` when the
-/// result is not UTF-8 or an escape is broken.
-pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'%' => {
-                let hex = |b: Option<u8>| (b? as char).to_digit(16);
-                let hi = hex(bytes.next())?;
-                let lo = hex(bytes.next())?;
-                out.push((hi * 16 + lo) as u8);
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).filter_map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        Some((percent_decode(k, true)?, percent_decode(v, true)?))
-    })
-}
-
 /// `GET /api/circuits?prefix=&state=&page_size=&page_token=`: one page of
-/// circuits, ordered by name, each with its counters.
-pub fn list(state: &HttpState, query: &str) -> Response<Body> {
+/// circuits, ordered by name, each with its counters. Unknown keys are
+/// ignored; a repeated key counts its last value.
+pub async fn list(
+    axum::extract::State(state): axum::extract::State<Arc<HttpState>>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let pairs = match query {
+        Ok(Query(pairs)) => pairs,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     let mut q = ListQuery::default();
-    for (k, v) in query_pairs(query) {
+    for (k, v) in pairs {
         match k.as_str() {
             "prefix" => q.prefix = v,
             "page_token" => q.page_token = v,
@@ -240,7 +242,7 @@ pub fn list(state: &HttpState, query: &str) -> Response<Body> {
             v
         })
         .collect();
-    super::json(
+    json(
         StatusCode::OK,
         &json!({
             "circuits": circuits,
@@ -286,7 +288,7 @@ fn actor(operator: Option<&str>) -> Result<String, ApiError> {
 }
 
 /// Checks `Authorization: Bearer <token>` against the configured token.
-fn authorize<B>(state: &HttpState, req: &Request<B>) -> Result<(), ApiError> {
+fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.config.admin_token else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -294,8 +296,7 @@ fn authorize<B>(state: &HttpState, req: &Request<B>) -> Result<(), ApiError> {
              (set [http] admin_token, --http-admin-token or BREAKERD_HTTP_ADMIN_TOKEN)",
         ));
     };
-    let presented = req
-        .headers()
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
     match presented {
@@ -311,11 +312,9 @@ fn authorize<B>(state: &HttpState, req: &Request<B>) -> Result<(), ApiError> {
     }
 }
 
-async fn read_json<T, B>(body: B) -> Result<T, ApiError>
+async fn read_json<T>(body: Body) -> Result<T, ApiError>
 where
     T: for<'de> Deserialize<'de>,
-    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let bytes = http_body_util::Limited::new(body, MAX_BODY_BYTES)
         .collect()
@@ -339,40 +338,62 @@ where
 }
 
 /// Everything under `/api/circuits/`: read one circuit, set or clear its
-/// override.
-pub async fn circuit<B>(state: &Arc<HttpState>, req: Request<B>) -> Response<Body>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    circuit_inner(state, req)
+/// override. One route, because a name may hold `/`: the method and a raw
+/// `/override` suffix say which action it is.
+pub async fn circuit(
+    axum::extract::State(state): axum::extract::State<Arc<HttpState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    let name = name.map(|Path(name)| name);
+    circuit_inner(&state, method, &uri, &headers, name, body)
         .await
         .unwrap_or_else(ApiError::into_response)
 }
 
-async fn circuit_inner<B>(state: &HttpState, req: Request<B>) -> Result<Response<Body>, ApiError>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let path = req.uri().path().to_owned();
-    let rest = path.strip_prefix("/api/circuits/").unwrap_or_default();
-    let method = req.method().clone();
-    let (raw_name, is_override) = match rest.strip_suffix("/override") {
-        Some(n) if method != Method::GET => (n, true),
-        _ => (rest, false),
-    };
-    let name = percent_decode(raw_name, false).ok_or_else(|| {
+/// `/api/circuits/` itself: a circuit with an empty name, which the core
+/// refuses like any bad name.
+pub async fn unnamed(
+    state: axum::extract::State<Arc<HttpState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    circuit(state, method, uri, headers, Ok(Path(String::new())), body).await
+}
+
+async fn circuit_inner(
+    state: &HttpState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    name: Result<String, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let path = uri.path();
+    // The suffix is looked for before decoding, so a name holding an
+    // encoded `%2Foverride` stays a name.
+    let raw = path.strip_prefix(CIRCUIT_PREFIX).unwrap_or_default();
+    let is_override = method != Method::GET && raw.ends_with("/override");
+    let name = name.map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "the circuit name is not valid percent-encoded UTF-8",
         )
     })?;
+    let name = match is_override {
+        true => name.strip_suffix("/override").unwrap_or(&name),
+        false => &name,
+    };
     let detail = match (method, is_override) {
-        (Method::GET, false) => state.registry.get(&name)?,
+        (Method::GET, false) => state.registry.get(name)?,
         (Method::POST, true) => {
-            authorize(state, &req)?;
-            let body: SetOverride = read_json(req.into_body()).await?;
+            authorize(state, headers)?;
+            let body: SetOverride = read_json(body).await?;
             let kind = match body.kind.as_str() {
                 "forced_open" => OverrideKind::ForcedOpen,
                 "forced_closed" => OverrideKind::ForcedClosed,
@@ -388,43 +409,95 @@ where
             let expires_in = body.expires_in_ms.map(Duration::from_millis);
             state
                 .registry
-                .set_override(&name, kind, &actor, &body.reason, expires_in)
+                .set_override(name, kind, &actor, &body.reason, expires_in)
                 .await?
         }
         (Method::DELETE, true) => {
-            authorize(state, &req)?;
-            let body: ClearOverride = read_json(req.into_body()).await?;
+            authorize(state, headers)?;
+            let body: ClearOverride = read_json(body).await?;
             let actor = actor(body.operator.as_deref())?;
             state
                 .registry
-                .clear_override(&name, &actor, &body.reason)
+                .clear_override(name, &actor, &body.reason)
                 .await?
         }
-        (m, _) => {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{m} is not allowed on {path}"),
-            ));
+        (m, is_override) => {
+            return Err(ApiError {
+                allow: Some(if is_override {
+                    "GET, POST, DELETE"
+                } else {
+                    "GET"
+                }),
+                ..ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{m} is not allowed on {path}"),
+                )
+            });
         }
     };
-    Ok(super::json(StatusCode::OK, &detail_json(&detail)))
+    Ok(json(StatusCode::OK, &detail_json(&detail)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(
-            percent_decode("recs%3Av2%2Fx", false).as_deref(),
-            Some("recs:v2/x")
+    /// Names and queries are decoded by the router's extractors: `%XX` in
+    /// both, `+` as a space in queries only, and a name that is not UTF-8
+    /// once decoded is refused.
+    #[tokio::test]
+    async fn percent_decoding() {
+        use tower::ServiceExt;
+
+        let config = crate::config::Config::default();
+        let registry =
+            breakerd_core::Registry::new(config.registry_config(), config.resolver.clone());
+        let (_stop, shutdown) = crate::shutdown::ShutdownSignal::new();
+        let http = crate::http::HttpConfig {
+            listen: None,
+            listen_required: false,
+            admin_token: None,
+            max_circuit_series: 10,
+        };
+        let state = HttpState::new(
+            registry.clone(),
+            crate::middleware::metrics::RpcMetrics::new(),
+            http,
+            shutdown,
         );
-        assert_eq!(percent_decode("a+b", true).as_deref(), Some("a b"));
-        assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
-        assert_eq!(percent_decode("%zz", false), None);
-        assert_eq!(percent_decode("%4", false), None);
-        assert_eq!(percent_decode("%ff", false), None);
+        let get = |path: &str| {
+            let req = http::Request::get(path).body(Body::empty()).unwrap();
+            let router = crate::http::router(state.clone());
+            async move {
+                let res = router.oneshot(req).await.unwrap();
+                let status = res.status();
+                let body = res.into_body().collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&body).unwrap();
+                (status, body)
+            }
+        };
+        registry.acquire("recs:v2/x", "web-1").unwrap();
+        let (status, body) = get("/api/circuits/recs%3Av2%2Fx").await;
+        assert_eq!(
+            (status, &body["name"]),
+            (StatusCode::OK, &json!("recs:v2/x"))
+        );
+        // `+` stays itself in a path (and is then no valid name byte)...
+        let (status, body) = get("/api/circuits/a+b").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].as_str().unwrap().contains("0x2b"), "{body}");
+        // ...and is a space in a query.
+        let (status, body) = get("/api/circuits?state=half+open").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["error"].as_str().unwrap().contains("\"half open\""),
+            "{body}"
+        );
+        for bad in ["%zz", "%4", "%ff"] {
+            let (status, body) = get(&format!("/api/circuits/{bad}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        }
+        assert_eq!(registry.len(), 1, "no request created a circuit");
     }
 
     /// The core's types serialize as this module's JSON, so the hand-written

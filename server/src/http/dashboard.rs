@@ -8,9 +8,10 @@
 //! API with the admin token the operator types in (kept in
 //! `sessionStorage`, never in the page's URL).
 
-use http::{HeaderValue, Response, StatusCode, header};
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
 
-use super::{Body, error, respond};
+use super::response::respond;
 
 const HTML: &str = include_str!("assets/dashboard.html");
 const JS: &str = include_str!("assets/dashboard.js");
@@ -21,14 +22,23 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
 
-/// The page (`/`) or one of its files.
-pub fn asset(path: &str) -> Response<Body> {
-    let (content_type, text) = match path {
-        "/" => ("text/html; charset=utf-8", HTML),
-        "/dashboard.js" => ("text/javascript; charset=utf-8", JS),
-        "/dashboard.css" => ("text/css; charset=utf-8", CSS),
-        _ => return error(StatusCode::NOT_FOUND, format!("no asset {path}")),
-    };
+/// `GET /`: the page.
+pub async fn page() -> Response {
+    asset("text/html; charset=utf-8", HTML)
+}
+
+/// `GET /dashboard.js`.
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", JS)
+}
+
+/// `GET /dashboard.css`.
+pub async fn style() -> Response {
+    asset("text/css; charset=utf-8", CSS)
+}
+
+/// One of our files, with the headers that keep it to itself.
+fn asset(content_type: &'static str, text: &'static str) -> Response {
     let mut res = respond(StatusCode::OK, content_type, text);
     let h = res.headers_mut();
     h.insert(

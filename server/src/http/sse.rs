@@ -15,16 +15,27 @@
 //! ```
 
 use std::{
+    convert::Infallible,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
-use http::{HeaderValue, Response, StatusCode, header};
-use hyper::body::Bytes;
+use axum::{
+    body::{Body, Bytes},
+    extract::State,
+    response::Response,
+};
+use futures_util::StreamExt;
+use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
-use super::{Body, HttpState, MAX_SSE_CLIENTS, api::snapshot_json, error};
+use super::{
+    api::snapshot_json,
+    response::error,
+    state::{HttpState, MAX_SSE_CLIENTS},
+};
 use breakerd_core::WatchUpdate;
 
 /// Interval of keep-alive comments on an idle stream.
@@ -49,8 +60,8 @@ fn frame(event: &str, update: &[Arc<breakerd_core::CircuitSnapshot>]) -> Bytes {
     ))
 }
 
-/// Opens a stream (503 past [`MAX_SSE_CLIENTS`]).
-pub fn events(state: &Arc<HttpState>) -> Response<Body> {
+/// `GET /events`: opens a stream (503 past [`MAX_SSE_CLIENTS`]).
+pub async fn events(State(state): State<Arc<HttpState>>) -> Response {
     let taken = state
         .sse_clients
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -100,7 +111,8 @@ pub fn events(state: &Arc<HttpState>) -> Response<Body> {
             }
         }
     });
-    let mut res = Response::new(Body::Stream(rx));
+    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -1,7 +1,8 @@
-//! TLS for the gRPC port (rustls, ring provider): the `[tls]` config table,
-//! read and checked once at start-up so that a missing file, a file that is
-//! not PEM or a key that does not fit its certificate stops the start with
-//! an error naming the key.
+//! `[tls]`: TLS for the gRPC port (rustls, ring provider), read and checked
+//! once at start-up so that a missing file, a file that is not PEM or a key
+//! that does not fit its certificate stops the start with an error naming
+//! the key. The result, [`TlsConfig`], holds the tonic server settings that
+//! serving applies as they are.
 //!
 //! `cert_path` and `key_path` turn TLS on; `client_ca_path` adds mutual TLS:
 //! every client must then present a certificate signed by that CA, and the
@@ -16,7 +17,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::config::ConfigError;
+use super::error::ConfigError;
 
 /// A TLS handshake not finished within this is dropped, so idle or slow
 /// connections cannot pile up before the first request.
@@ -60,10 +61,7 @@ impl TlsConfig {
 }
 
 fn err(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.to_owned(),
-        reason: reason.into(),
-    }
+    ConfigError::new(key, reason)
 }
 
 /// The error and its causes on one line (tonic's own message is only

@@ -1,24 +1,15 @@
-//! Trace ids across services: a tower layer that opens one span per request
-//! carrying the caller's trace id and the gRPC method, and echoes the id in
-//! the `x-trace-id` response header.
-//!
-//! The id comes from `x-trace-id` if it is sane, else from the trace-id field
-//! of a W3C `traceparent`, else a fresh random one is made. Garbage is
-//! ignored rather than refused: a bad header must never fail a call or reach
-//! the logs unchecked.
+//! Trace ids: picked from the request's `x-trace-id`, else from the
+//! trace-id field of a W3C `traceparent`, else made fresh. Garbage is
+//! ignored rather than refused: a bad header must never fail a call or
+//! reach the logs unchecked.
 
 use std::{
     collections::hash_map::RandomState,
-    future::Future,
     hash::{BuildHasher, Hasher},
-    pin::Pin,
     sync::atomic::{AtomicU64, Ordering},
-    task::{Context, Poll},
-    time::Instant,
 };
 
-use http::{HeaderMap, HeaderValue};
-use tower::{Layer, Service};
+use http::HeaderMap;
 
 /// Request and response header carrying the trace id.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
@@ -98,98 +89,10 @@ pub fn new_trace_id() -> String {
     id
 }
 
-/// Wraps services with [`TraceService`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer;
-
-impl<S> Layer<S> for TraceLayer {
-    type Service = TraceService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        TraceService { inner }
-    }
-}
-
-/// Runs each request inside an `rpc` span with `rpc` (the gRPC method path)
-/// and `trace_id`, and returns the trace id in `x-trace-id`.
-#[derive(Debug, Clone)]
-pub struct TraceService<S> {
-    inner: S,
-}
-
-impl<S, B, ResBody> Service<http::Request<B>> for TraceService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = TracedFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let trace_id = trace_id_from_headers(req.headers()).unwrap_or_else(new_trace_id);
-        // `&str` fields, not `%` (Display), so the formatter copies them
-        // rather than formatting each into a fresh string.
-        let span = tracing::info_span!("rpc", rpc = req.uri().path(), trace_id = trace_id.as_str());
-        let header = HeaderValue::from_str(&trace_id).ok();
-        let started = Instant::now();
-        let inner = span.in_scope(|| self.inner.call(req));
-        TracedFuture {
-            inner,
-            span,
-            header,
-            started,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`TraceService`]: polls the call inside its
-    /// span and adds `x-trace-id` to the response. Written out rather than
-    /// boxed, since it wraps every call.
-    #[derive(Debug)]
-    pub struct TracedFuture<F> {
-        #[pin]
-        inner: F,
-        span: tracing::Span,
-        header: Option<HeaderValue>,
-        started: Instant,
-    }
-}
-
-impl<F, ResBody, E> Future for TracedFuture<F>
-where
-    F: Future<Output = Result<http::Response<ResBody>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        let mut res = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(header) = this.header.take() {
-            res.headers_mut().insert(TRACE_ID_HEADER, header);
-        }
-        let grpc_status = res
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("0");
-        tracing::debug!(
-            grpc_status,
-            elapsed_us = this.started.elapsed().as_micros() as u64,
-            "rpc answered"
-        );
-        Poll::Ready(Ok(res))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn x_trace_id_is_checked() {

@@ -1,14 +1,12 @@
-//! The `[http]` config table, its flags and variables, and the admin token.
-//!
-//! Lives next to the HTTP server rather than in [`crate::config`] so that the
-//! side port is one module; `config` only embeds [`HttpSection`] in its file
-//! and calls [`HttpSection::check`].
+//! `[http]`: the operators' side port, with its `--http-*` flags and
+//! variables, checked into the [`HttpConfig`] the side port is served with.
 
 use std::{fmt, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Cli, ConfigError};
+use super::{cli::Cli, error::ConfigError};
+use crate::{http::HttpConfig, token::Token};
 
 /// Default address of the side port: loopback only, like the gRPC default.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
@@ -16,11 +14,6 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_MAX_CIRCUIT_SERIES: u64 = 200;
 /// Largest configurable cap on per-circuit metric series (one registry page).
 pub const MAX_CIRCUIT_SERIES: u64 = breakerd_core::MAX_PAGE_SIZE as u64;
-/// Shortest admin token accepted: a guessable token on a write API is
-/// worse than none.
-pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
-/// Longest admin token accepted.
-pub const MAX_ADMIN_TOKEN_LEN: usize = 512;
 
 /// `[http]` as written in the config file.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -59,41 +52,10 @@ impl fmt::Debug for HttpSection {
     }
 }
 
-/// The checked `[http]` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpConfig {
-    /// Where to serve (`None`: the side port is off).
-    pub listen: Option<SocketAddr>,
-    /// Whether `listen` was asked for (by flag, variable or file) rather
-    /// than being the built-in default: only then is failing to bind it
-    /// fatal. The default port may well be taken by another breakerd on the
-    /// same host (tests, a second instance), and the side port is not worth
-    /// refusing to coordinate for.
-    pub listen_required: bool,
-    /// The admin token (`None`: write actions are refused).
-    pub admin_token: Option<AdminToken>,
-    /// Cap on per-circuit metric series.
-    pub max_circuit_series: usize,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: DEFAULT_HTTP_LISTEN.parse().ok(),
-            listen_required: false,
-            admin_token: None,
-            max_circuit_series: DEFAULT_MAX_CIRCUIT_SERIES as usize,
-        }
-    }
-}
-
 impl HttpSection {
     /// Checks the table with the flag / environment overrides of `cli`.
     pub fn check(&self, cli: &Cli) -> Result<HttpConfig, ConfigError> {
-        let err = |key: &str, reason: String| ConfigError {
-            key: key.to_owned(),
-            reason,
-        };
+        let err = |key: &str, reason: String| ConfigError::new(key, reason);
         let (key, listen) = match &cli.http_listen {
             Some(v) => ("--http-listen", v.as_str()),
             None => ("http.listen", self.listen.as_str()),
@@ -115,7 +77,7 @@ impl HttpSection {
         };
         let admin_token = match token {
             "" => None,
-            t => Some(AdminToken::new(t).map_err(|reason| err(key, reason))?),
+            t => Some(Token::new(t).map_err(|reason| err(key, reason))?),
         };
         let n = self.metrics_max_circuit_series;
         if n > MAX_CIRCUIT_SERIES {
@@ -133,50 +95,12 @@ impl HttpSection {
     }
 }
 
-/// A secret bearer token; its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
-
+/// Says whether a secret is set, never what it is.
 struct Redacted(bool);
 
 impl fmt::Debug for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.0 { "<redacted>" } else { "<unset>" })
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Redacted(true).fmt(f)
-    }
-}
-
-impl AdminToken {
-    /// A token of 16..=512 visible ASCII characters (what fits in an
-    /// `Authorization` header unchanged).
-    pub fn new(token: &str) -> Result<Self, String> {
-        if !(MIN_ADMIN_TOKEN_LEN..=MAX_ADMIN_TOKEN_LEN).contains(&token.len()) {
-            return Err(format!(
-                "must be {MIN_ADMIN_TOKEN_LEN}..={MAX_ADMIN_TOKEN_LEN} characters long, not {}",
-                token.len()
-            ));
-        }
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("must be visible ASCII characters only (no spaces)".to_owned());
-        }
-        Ok(Self(token.to_owned()))
-    }
-
-    /// Whether `presented` is this token, in time that depends only on the
-    /// lengths, never on where the first difference is.
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        let expected = self.0.as_bytes();
-        // `expected` is never empty (see `new`).
-        let mut diff = u8::from(presented.len() != expected.len());
-        for (i, b) in presented.iter().enumerate() {
-            diff |= b ^ expected[i % expected.len()];
-        }
-        diff == 0
     }
 }
 
@@ -232,7 +156,7 @@ mod tests {
 
     #[test]
     fn tokens_compare_exactly_and_never_print() {
-        let t = AdminToken::new("0123456789abcdef").unwrap();
+        let t = Token::new("0123456789abcdef").unwrap();
         assert!(t.matches(b"0123456789abcdef"));
         for wrong in [
             &b""[..],
@@ -248,6 +172,6 @@ mod tests {
             ..HttpSection::default()
         };
         assert!(!format!("{section:?}").contains("0123"));
-        assert!(AdminToken::new("0123456789 abcdef").is_err());
+        assert!(Token::new("0123456789 abcdef").is_err());
     }
 }
