@@ -13,8 +13,9 @@ use super::{
     file::FileConfig,
     tls::TlsConfig,
 };
+use breakerd_core::{PolicyResolver, RegistryConfig, ResolverError};
+
 use crate::{
-    core::{PolicyResolver, RegistryConfig, ResolverError},
     grpc::ClientLimitsConfig,
     http::HttpConfig,
     middleware::auth::AuthConfig,
