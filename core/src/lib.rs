@@ -7,7 +7,11 @@
 //! answers acquire / report / watch / admin calls, publishes every change of
 //! a circuit to watchers through one broadcast hub, and runs one background
 //! task ([`Registry::spawn_background`]) that applies deadlines (open
-//! timers, probe leases, override expiry) and evicts idle circuits.
+//! timers, probe leases, override expiry) and evicts idle circuits. It
+//! persists through one seam, [`DurableState`], and answers a change that
+//! must survive a crash (an admin change, a trip) only once it is durable.
+//! A transport that limits how many circuits a caller may create hands it
+//! an [`Admission`], charged where circuits are created.
 //!
 //! Time comes from `tokio::time::Instant::now()`, so tests drive it with a
 //! paused clock.

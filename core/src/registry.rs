@@ -23,12 +23,14 @@ use crate::types::{CircuitSnapshot, RegistryConfig};
 /// A deadline handed to the background driver: when, and which circuit.
 pub(crate) type TimerEntry = (Instant, Arc<str>);
 
-/// The coordinator's circuits. Share it as `Arc<Registry>`; every method
-/// but the background task is synchronous and never blocks for long.
+/// The coordinator's circuits. Share it as `Arc<Registry>`. No method
+/// blocks for long: the async ones (admin changes, and reports) only wait,
+/// after the change is made, until it is durable.
 ///
 /// Its methods are grouped by concern, one `impl Registry` per file: the
 /// circuit table (`table.rs`), the data plane (`data_plane.rs`), admin
-/// changes (`admin.rs`) and queries (`query.rs`).
+/// changes and the wait for durability (`admin.rs`) and queries
+/// (`query.rs`).
 #[derive(Debug)]
 pub struct Registry {
     pub(crate) config: RegistryConfig,
