@@ -2,16 +2,24 @@
 //!
 //! - The core (every circuit's authoritative breaker, deadlines, watch
 //!   fan-out and the store) is the `breakerd-core` crate; no transport in it.
-//! - [`grpc`]: the `breakerd.v1` services over the core, the one mapping of
-//!   core errors to gRPC codes, and per-request trace spans.
+//! - [`grpc`]: the `breakerd.v1` services over the core; [`grpc::convert`]
+//!   is the one place for proto conversions and the mapping of core errors
+//!   to gRPC codes.
+//! - [`middleware`]: the gRPC server's tower layers, one folder each in
+//!   tower's layout: [`middleware::trace`] (trace ids and spans),
+//!   [`middleware::metrics`] (per-method latency and in-flight calls),
+//!   [`middleware::auth`] (bearer tokens).
+//! - [`http`]: the operators' HTTP side port on axum: `/metrics`,
+//!   dashboard, JSON API.
 //! - [`config`]: TOML file, flags and `BREAKERD_*` variables, checked at
-//!   start; owns every section (auth, TLS, HTTP, logging) and the start-up
-//!   warnings. The modules that serve get checked values and never read it.
+//!   start; owns every section (CLI, file, auth, TLS, HTTP, logging) and
+//!   the start-up warnings. The modules that serve get checked values and
+//!   never read it.
 //! - [`token`]: the bearer-token type both ports compare against.
-//! - [`shutdown`]: the signal that ends streams on both ports.
+//! - [`shutdown`]: the signal that ends streams and tasks on both ports.
 //! - [`telemetry`]: JSON or text logs.
-//! - [`app`]: [`app::serve`], shared by the binary and the end-to-end tests.
-//! - [`http`]: the operators' HTTP side port: `/metrics`, dashboard, JSON API.
+//! - [`app`]: [`app::serve`], shared by the binary and the end-to-end
+//!   tests: wires all of the above together.
 
 #![forbid(unsafe_code)]
 

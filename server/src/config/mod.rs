@@ -9,9 +9,9 @@
 //! | `cli.rs` | [`Cli`] (clap) and the token variables, [`EnvTokens`] |
 //! | `file.rs` | [`FileConfig`] as written, `[server]`, `[limits]`, `[store]`, `[[circuits]]` |
 //! | `error.rs` | [`ConfigError`], naming the offending key |
-//! | `auth.rs` | `[auth]`, checked into the auth middleware's [`AuthConfig`] |
+//! | `auth.rs` | `[auth]`, checked into the auth middleware's [`AuthConfig`](crate::middleware::auth::AuthConfig) |
 //! | `tls.rs` | `[tls]`, read and checked into [`TlsConfig`] |
-//! | `http.rs` | `[http]`, checked into the side port's [`HttpConfig`] |
+//! | `http.rs` | `[http]`, checked into the side port's [`HttpConfig`](crate::http::HttpConfig) |
 //! | `log.rs` | `[log]`, the format and a filter checked to parse |
 //! | `warnings.rs` | [`security_warnings`] about exposed listeners |
 //! | `load.rs` | [`Config`], the checked whole: merges file and flags, checks `[server]` and `[limits]` |

@@ -9,12 +9,13 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert::{
-        detail_to_proto, invalid, override_kind_from_proto, policy_spec_from_proto,
-        snapshot_to_proto, state_filter_from_proto, status_from_core, status_from_refused,
+        audit_event_to_proto, audit_limit_from_proto, detail_to_proto, invalid,
+        list_query_from_proto, override_kind_from_proto, page_to_proto, policy_spec_from_proto,
+        status_from_core, status_from_refused,
     },
     limits::{ClientId, ClientLimits},
 };
-use breakerd_core::{ListQuery, Registry};
+use breakerd_core::Registry;
 
 /// The admin service.
 #[derive(Debug, Clone)]
@@ -68,19 +69,9 @@ impl Admin for AdminService {
         request: Request<pb::ListCircuitsRequest>,
     ) -> Result<Response<pb::ListCircuitsResponse>, Status> {
         self.admit(&request)?;
-        let req = request.into_inner();
-        let query = ListQuery {
-            prefix: req.prefix,
-            state: state_filter_from_proto(req.state)?,
-            page_size: usize::try_from(req.page_size).unwrap_or(usize::MAX),
-            page_token: req.page_token,
-        };
+        let query = list_query_from_proto(request.into_inner())?;
         let page = self.registry.list(&query).map_err(status_from_core)?;
-        Ok(Response::new(pb::ListCircuitsResponse {
-            circuits: page.circuits.iter().map(snapshot_to_proto).collect(),
-            next_page_token: page.next_page_token,
-            total_matching: page.total_matching,
-        }))
+        Ok(Response::new(page_to_proto(page)))
     }
 
     async fn set_policy(
@@ -173,39 +164,14 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         self.admit(&request)?;
         let req = request.into_inner();
-        let limit = match req.limit {
-            0 => 100,
-            n @ 1..=1000 => n as usize,
-            n => {
-                return Err(invalid(
-                    "limit",
-                    format!("must be within 0..=1000, not {n}"),
-                ));
-            }
-        };
+        let limit = audit_limit_from_proto(req.limit)?;
         let circuit = (!req.circuit.is_empty()).then_some(req.circuit.as_str());
         let records = self
             .registry
             .audit_log(circuit, limit)
             .map_err(status_from_core)?;
-        let json = |r: &Option<breakerd_core::store::CircuitRecord>| {
-            r.as_ref()
-                .and_then(|r| serde_json::to_string(r).ok())
-                .unwrap_or_default()
-        };
         Ok(Response::new(pb::ListAuditEventsResponse {
-            events: records
-                .into_iter()
-                .map(|r| pb::AuditEvent {
-                    at_unix_ms: r.at_ms,
-                    before_json: json(&r.before),
-                    after_json: json(&r.after),
-                    actor: r.actor,
-                    action: r.action,
-                    circuit: r.circuit,
-                    reason: r.reason,
-                })
-                .collect(),
+            events: records.into_iter().map(audit_event_to_proto).collect(),
         }))
     }
 }

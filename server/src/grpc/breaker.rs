@@ -1,20 +1,19 @@
 //! `breakerd.v1.Breaker`: Acquire, Report, ReportStream and Watch.
 
-use std::{net::IpAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{net::IpAddr, pin::Pin, sync::Arc};
 
-use breakerd_policy::Decision;
 use breakerd_proto::v1::{self as pb, breaker_server::Breaker};
 use futures_util::{Stream, StreamExt, stream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     convert::{
-        ms_ceil, outcome_from_proto, reject_reason_to_proto, snapshot_to_proto, state_to_proto,
-        status_from_core, status_from_refused,
+        acquire_to_proto, outcomes_from_proto, report_to_proto, status_from_core,
+        status_from_refused, watch_event_to_proto,
     },
     limits::{ClientId, ClientLimits},
 };
-use breakerd_core::{OutcomeIn, Registry, Subscription, WatchUpdate};
+use breakerd_core::{Registry, Subscription};
 
 use crate::shutdown::ShutdownSignal;
 
@@ -52,25 +51,6 @@ pub(crate) fn shutting_down() -> Status {
     Status::unavailable("breakerd is shutting down; reconnect")
 }
 
-/// A Report batch as the core takes it; any bad outcome refuses the batch.
-fn outcomes_from_proto(req: &pb::ReportRequest) -> Result<Vec<OutcomeIn>, Status> {
-    req.outcomes
-        .iter()
-        .enumerate()
-        .map(|(i, o)| {
-            Ok(OutcomeIn {
-                circuit: o.circuit.clone(),
-                generation: o.generation,
-                lease: (o.lease_id != 0).then_some(o.lease_id),
-                outcome: outcome_from_proto(o.outcome, || format!("outcomes[{i}].outcome"))?,
-                latency: Duration::from_micros(o.latency_us),
-                // The core clamps it; a huge age is never refused.
-                age: Duration::from_micros(o.age_us),
-            })
-        })
-        .collect()
-}
-
 /// Applies a batch. The core answers a batch that moved a circuit (e.g.
 /// tripped it open) only once that state is durable, so an acknowledged
 /// trip survives a crash.
@@ -83,22 +63,7 @@ async fn report(
         .report(&req.node_id, &outcomes)
         .await
         .map_err(status_from_core)?;
-    Ok(pb::ReportResponse {
-        applied: s.applied,
-        stale: s.stale,
-        unknown: s.unknown,
-    })
-}
-
-fn watch_event(update: WatchUpdate) -> pb::WatchEvent {
-    let (initial, snaps) = match update {
-        WatchUpdate::Resync(s) => (true, s),
-        WatchUpdate::Changed(s) => (false, s),
-    };
-    pb::WatchEvent {
-        initial,
-        circuits: snaps.iter().map(|s| snapshot_to_proto(s)).collect(),
-    }
+    Ok(report_to_proto(&s))
 }
 
 #[tonic::async_trait]
@@ -115,38 +80,7 @@ impl Breaker for BreakerService {
             .registry
             .acquire_admitted(&req.circuit, &req.node_id, &budget)
             .map_err(status_from_refused)?;
-        let res = match out.decision {
-            Decision::Allow {
-                generation,
-                state,
-                lease,
-            } => pb::AcquireResponse {
-                allowed: true,
-                generation,
-                state: state_to_proto(state).into(),
-                lease_id: lease.map_or(0, |l| l.id),
-                lease_ttl_ms: lease.map_or(0, |l| ms_ceil(l.ttl)),
-                retry_after_ms: 0,
-                reject_reason: pb::RejectReason::None.into(),
-                policy_version: out.policy_version,
-            },
-            Decision::Reject {
-                generation,
-                state,
-                reason,
-                retry_after,
-            } => pb::AcquireResponse {
-                allowed: false,
-                generation,
-                state: state_to_proto(state).into(),
-                lease_id: 0,
-                lease_ttl_ms: 0,
-                retry_after_ms: ms_ceil(retry_after),
-                reject_reason: reject_reason_to_proto(reason).into(),
-                policy_version: out.policy_version,
-            },
-        };
-        Ok(Response::new(res))
+        Ok(Response::new(acquire_to_proto(&out)))
     }
 
     async fn report(
@@ -235,7 +169,7 @@ impl Breaker for BreakerService {
             tokio::select! {
                 biased;
                 () = shutdown.wait() => Some((Err(shutting_down()), (sub, shutdown, true))),
-                update = sub.next() => update.map(|u| (Ok(watch_event(u)), (sub, shutdown, false))),
+                update = sub.next() => update.map(|u| (Ok(watch_event_to_proto(u)), (sub, shutdown, false))),
             }
         });
         Ok(Response::new(out.boxed()))

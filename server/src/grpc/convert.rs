@@ -1,6 +1,8 @@
 //! The one place where wire types meet core types: proto ↔ policy
-//! conversions, and the exhaustive mapping of [`CoreError`] to gRPC status
-//! codes (adding an error variant forces a decision about its code here).
+//! conversions, requests into what the core takes, the responses built
+//! from what it returns, and the exhaustive mapping of [`CoreError`] to
+//! gRPC status codes (adding an error variant forces a decision about its
+//! code here). The services only call these and the core.
 //!
 //! Everything arriving from the network is checked here before the core
 //! sees it: unknown enum numbers and `UNSPECIFIED` where a value is required
@@ -8,12 +10,14 @@
 
 use std::time::Duration;
 
-use breakerd_policy::{self as policy, Policy, PolicySpec};
+use breakerd_policy::{self as policy, Decision, Policy, PolicySpec};
 use breakerd_proto::v1 as pb;
 use tonic::Status;
 
 use breakerd_core::{
-    CircuitDetail, CircuitSnapshot, CoreError, OverrideSnapshot, Refused, TransitionView,
+    AcquireOutcome, CircuitDetail, CircuitSnapshot, CoreError, ListQuery, OutcomeIn,
+    OverrideSnapshot, Page, Refused, ReportSummary, TransitionView, WatchUpdate,
+    store::{AuditRecord, CircuitRecord},
 };
 
 /// Maps a core error to its gRPC status. Exhaustive on purpose.
@@ -238,6 +242,131 @@ pub fn counters_to_proto(c: &policy::Counters) -> pb::Counters {
     }
 }
 
+/// A Report batch as the core takes it; any bad outcome refuses the batch.
+pub fn outcomes_from_proto(req: &pb::ReportRequest) -> Result<Vec<OutcomeIn>, Status> {
+    req.outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            Ok(OutcomeIn {
+                circuit: o.circuit.clone(),
+                generation: o.generation,
+                lease: (o.lease_id != 0).then_some(o.lease_id),
+                outcome: outcome_from_proto(o.outcome, || format!("outcomes[{i}].outcome"))?,
+                latency: Duration::from_micros(o.latency_us),
+                // The core clamps it; a huge age is never refused.
+                age: Duration::from_micros(o.age_us),
+            })
+        })
+        .collect()
+}
+
+/// The answer to an applied Report batch.
+pub fn report_to_proto(s: &ReportSummary) -> pb::ReportResponse {
+    pb::ReportResponse {
+        applied: s.applied,
+        stale: s.stale,
+        unknown: s.unknown,
+    }
+}
+
+/// An Acquire decision on the wire. Lease and retry times are rounded up,
+/// so a lease or an open period that has not ended never reads as 0.
+pub fn acquire_to_proto(out: &AcquireOutcome) -> pb::AcquireResponse {
+    match out.decision {
+        Decision::Allow {
+            generation,
+            state,
+            lease,
+        } => pb::AcquireResponse {
+            allowed: true,
+            generation,
+            state: state_to_proto(state).into(),
+            lease_id: lease.map_or(0, |l| l.id),
+            lease_ttl_ms: lease.map_or(0, |l| ms_ceil(l.ttl)),
+            retry_after_ms: 0,
+            reject_reason: pb::RejectReason::None.into(),
+            policy_version: out.policy_version,
+        },
+        Decision::Reject {
+            generation,
+            state,
+            reason,
+            retry_after,
+        } => pb::AcquireResponse {
+            allowed: false,
+            generation,
+            state: state_to_proto(state).into(),
+            lease_id: 0,
+            lease_ttl_ms: 0,
+            retry_after_ms: ms_ceil(retry_after),
+            reject_reason: reject_reason_to_proto(reason).into(),
+            policy_version: out.policy_version,
+        },
+    }
+}
+
+/// A watch update on the wire: a resync is the `initial` event.
+pub fn watch_event_to_proto(update: WatchUpdate) -> pb::WatchEvent {
+    let (initial, snaps) = match update {
+        WatchUpdate::Resync(s) => (true, s),
+        WatchUpdate::Changed(s) => (false, s),
+    };
+    pb::WatchEvent {
+        initial,
+        circuits: snaps.iter().map(|s| snapshot_to_proto(s)).collect(),
+    }
+}
+
+/// A ListCircuits request as the core's query.
+pub fn list_query_from_proto(req: pb::ListCircuitsRequest) -> Result<ListQuery, Status> {
+    Ok(ListQuery {
+        prefix: req.prefix,
+        state: state_filter_from_proto(req.state)?,
+        page_size: usize::try_from(req.page_size).unwrap_or(usize::MAX),
+        page_token: req.page_token,
+    })
+}
+
+/// A page of circuits on the wire.
+pub fn page_to_proto(page: Page) -> pb::ListCircuitsResponse {
+    pb::ListCircuitsResponse {
+        circuits: page.circuits.iter().map(snapshot_to_proto).collect(),
+        next_page_token: page.next_page_token,
+        total_matching: page.total_matching,
+    }
+}
+
+/// The `limit` of ListAuditEvents: 0 is 100, at most 1000.
+pub fn audit_limit_from_proto(limit: u32) -> Result<usize, Status> {
+    match limit {
+        0 => Ok(100),
+        n @ 1..=1000 => Ok(n as usize),
+        n => Err(invalid(
+            "limit",
+            format!("must be within 0..=1000, not {n}"),
+        )),
+    }
+}
+
+/// An audit record on the wire, the states before and after as JSON.
+pub fn audit_event_to_proto(r: AuditRecord) -> pb::AuditEvent {
+    let json = |r: &Option<CircuitRecord>| {
+        r.as_ref()
+            .and_then(|r| serde_json::to_string(r).ok())
+            .unwrap_or_default()
+    };
+    pb::AuditEvent {
+        at_unix_ms: r.at_ms,
+        before_json: json(&r.before),
+        after_json: json(&r.after),
+        actor: r.actor,
+        action: r.action,
+        circuit: r.circuit,
+        reason: r.reason,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +511,83 @@ mod tests {
         assert_eq!(ms_ceil(Duration::from_millis(1500)), 1500);
         assert_eq!(ms(Duration::from_micros(1999)), 1);
         assert_eq!(ms_ceil(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn acquire_answers_carry_the_decision_and_round_up() {
+        let allowed = acquire_to_proto(&AcquireOutcome {
+            decision: Decision::Allow {
+                generation: 7,
+                state: policy::State::HalfOpen,
+                lease: Some(policy::Lease {
+                    id: 3,
+                    ttl: Duration::from_micros(1500),
+                }),
+            },
+            policy_version: 2,
+        });
+        assert!(allowed.allowed);
+        assert_eq!(
+            (allowed.generation, allowed.lease_id, allowed.lease_ttl_ms),
+            (7, 3, 2)
+        );
+        assert_eq!(allowed.state, i32::from(pb::CircuitState::HalfOpen));
+        assert_eq!(allowed.reject_reason, i32::from(pb::RejectReason::None));
+        assert_eq!((allowed.retry_after_ms, allowed.policy_version), (0, 2));
+
+        let rejected = acquire_to_proto(&AcquireOutcome {
+            decision: Decision::Reject {
+                generation: 8,
+                state: policy::State::Open,
+                reason: policy::RejectReason::Open,
+                retry_after: Duration::from_micros(1),
+            },
+            policy_version: 2,
+        });
+        assert!(!rejected.allowed);
+        assert_eq!((rejected.lease_id, rejected.retry_after_ms), (0, 1));
+        assert_eq!(rejected.reject_reason, i32::from(pb::RejectReason::Open));
+    }
+
+    #[test]
+    fn report_batches_and_audit_limits_are_checked() {
+        let req = pb::ReportRequest {
+            node_id: "web-1".into(),
+            outcomes: vec![
+                pb::OutcomeReport {
+                    circuit: "a".into(),
+                    generation: 1,
+                    lease_id: 0,
+                    outcome: pb::Outcome::Success.into(),
+                    latency_us: 2000,
+                    age_us: 5,
+                },
+                pb::OutcomeReport {
+                    circuit: "b".into(),
+                    generation: 1,
+                    lease_id: 9,
+                    outcome: pb::Outcome::Unspecified.into(),
+                    latency_us: 0,
+                    age_us: 0,
+                },
+            ],
+        };
+        let s = outcomes_from_proto(&req).unwrap_err();
+        assert_eq!(
+            s.message(),
+            "outcomes[1].outcome: OUTCOME_UNSPECIFIED is not an outcome"
+        );
+        let mut ok = req.clone();
+        ok.outcomes.truncate(1);
+        let outcomes = outcomes_from_proto(&ok).unwrap();
+        assert_eq!(outcomes[0].lease, None);
+        assert_eq!(outcomes[0].latency, Duration::from_millis(2));
+
+        assert_eq!(audit_limit_from_proto(0).unwrap(), 100);
+        assert_eq!(audit_limit_from_proto(1000).unwrap(), 1000);
+        assert_eq!(
+            audit_limit_from_proto(1001).unwrap_err().code(),
+            Code::InvalidArgument
+        );
     }
 }

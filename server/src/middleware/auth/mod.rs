@@ -13,7 +13,7 @@
 //! A missing, malformed or unknown token is `UNAUTHENTICATED`. Refusals are
 //! answered by the layer before the handler runs, so a refused call never
 //! changes state. Tokens are compared in constant time
-//! ([`Token::matches`]) and never logged: their `Debug` is redacted and
+//! ([`Token::matches`](crate::token::Token::matches)) and never logged: their `Debug` is redacted and
 //! refusals name only the RPC.
 
 //!

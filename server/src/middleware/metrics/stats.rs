@@ -82,7 +82,7 @@ pub struct MethodStats {
     pub in_flight: AtomicI64,
 }
 
-/// gRPC figures recorded by [`RpcMetricsLayer`].
+/// gRPC figures recorded by [`RpcMetricsLayer`](super::RpcMetricsLayer).
 #[derive(Debug, Default)]
 pub struct RpcMetrics {
     methods: RwLock<HashMap<Box<str>, Arc<MethodStats>>>,
