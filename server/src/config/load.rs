@@ -16,10 +16,7 @@ use super::{
 use breakerd_core::{PolicyResolver, RegistryConfig, ResolverError};
 
 use crate::{
-    grpc::ClientLimitsConfig,
-    http::HttpConfig,
-    middleware::auth::AuthConfig,
-    telemetry::LogFormat,
+    grpc::ClientLimitsConfig, http::HttpConfig, middleware::auth::AuthConfig, telemetry::LogFormat,
 };
 
 /// A configuration that has been merged and fully checked.

@@ -20,8 +20,8 @@ pub use admin::AdminService;
 pub use breaker::BreakerService;
 pub use limits::{ClientLimits, ClientLimitsConfig};
 
-use breakerd_core::Registry;
 pub use crate::shutdown::ShutdownSignal;
+use breakerd_core::Registry;
 
 /// Full gRPC name of the data-plane service, as health checks know it.
 pub const BREAKER_SERVICE_NAME: &str = <BreakerServer<BreakerService> as NamedService>::NAME;
