@@ -16,12 +16,13 @@
 //!    coordinator never dies.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::durability::DurabilityFigures;
 use crate::flood::{FloodFigures, MemoryFigures};
 use crate::malformed::CaseFigures;
 use crate::malformed::MAX_MESSAGE;
+use crate::noise::Noise;
 use crate::stats::{Decisions, LagEvent, Probes, explained_by_lag};
 
 /// Largest drift of a deadline across a restart: the coordinator keeps
@@ -61,6 +62,10 @@ pub struct PhaseFigures {
     /// Worst scheduling lag of the fleet's runtime (a 1 ms sleep woken this
     /// much late, beyond the timer's 1 ms resolution).
     pub lag: Duration,
+    /// When it began.
+    pub start: Instant,
+    /// When it ended.
+    pub end: Instant,
 }
 
 /// One kill -9 and restart.
@@ -126,8 +131,13 @@ pub struct Figures {
     pub unexpected_exits: usize,
     /// Wall-clock time of the whole run.
     pub total: Duration,
-    /// Late wake-ups of the independent timer thread (CPU scheduling lag).
-    pub lag_events: Vec<LagEvent>,
+    /// What the noise sampler saw: run-queue time of the load and
+    /// coordinator threads, late wake-ups of its own timer.
+    pub noise: Noise,
+    /// Late 1 ms ticks of the load runtime.
+    pub ticks: Vec<LagEvent>,
+    /// Every connectivity change of every node.
+    pub links: Vec<crate::load::LinkChange>,
     /// Concurrent clients of the malformed phase.
     pub malformed_workers: usize,
 }
@@ -218,8 +228,8 @@ pub fn evaluate(f: &Figures, l: &Limits) -> Vec<Check> {
     let unexplained: Vec<Duration> = all
         .overruns
         .iter()
-        .filter(|(start, wait)| !explained_by_lag(*start, *wait, l.decision, &f.lag_events))
-        .map(|(_, wait)| *wait)
+        .filter(|o| !explained_by_lag(o.start, o.wait, l.decision, &f.noise.timer_lag))
+        .map(|o| o.wait)
         .collect();
     // Overruns beyond those kept are unexplained by definition.
     let untracked = all.over_limit.saturating_sub(all.overruns.len() as u64);
@@ -553,6 +563,103 @@ pub fn render(f: &Figures, l: &Limits, checks: &[Check]) -> String {
     s
 }
 
+/// Every overrun and failed probe with the noise measured around it (for
+/// `CHAOS_DIAG=1`).
+pub fn diagnose(f: &Figures, l: &Limits) -> String {
+    use crate::noise::Group;
+    let mut s = String::new();
+    let max_in = |ev: &[LagEvent], a: Instant, b: Instant| {
+        ev.iter()
+            .filter(|(t, _)| *t >= a && *t <= b)
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        s,
+        "noise: schedstat {}, load run-queue total {}, coordinator {}",
+        f.noise.available,
+        ms(f.noise.total(Group::Load)),
+        ms(f.noise.total(Group::Coordinator))
+    );
+    for p in &f.phases {
+        for o in &p.decisions.overruns {
+            let end = o.start + o.wait;
+            let _ = writeln!(
+                s,
+                "overrun {:<18} wait {:>8} rpc {:<5} {:?} excess {:>7} | load stall {:>7} load cpu {:>7} coord stall {:>7} coord cpu {:>7} timer lag {:>7} tick lag {:>7}",
+                p.name,
+                ms(o.wait),
+                o.rpc,
+                o.decided,
+                ms(o.wait.saturating_sub(l.decision)),
+                ms(f.noise.stall(Group::Load, o.start, end)),
+                ms(f.noise.cpu(Group::Load, o.start, end)),
+                ms(f.noise.stall(Group::Coordinator, o.start, end)),
+                ms(f.noise.cpu(Group::Coordinator, o.start, end)),
+                ms(max_in(
+                    &f.noise.timer_lag,
+                    o.start,
+                    end + Duration::from_millis(5)
+                )),
+                ms(max_in(&f.ticks, o.start, end + Duration::from_millis(5))),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "probes {:<18} slowest answered {}",
+            p.name,
+            ms(p.probes.slowest)
+        );
+        for (t, code, local) in &p.probes.failures {
+            let t = &t;
+            let end = **t + f.rpc_timeout;
+            let _ = writeln!(
+                s,
+                "probe-fail {:<18} {:?} {} | load stall {:>7} coord stall {:>7} coord cpu {:>7} tick lag {:>7} timer lag {:>7} coord cover {:?}",
+                p.name,
+                code,
+                local,
+                ms(f.noise.stall(Group::Load, **t, end)),
+                ms(f.noise.stall(Group::Coordinator, **t, end)),
+                ms(f.noise.cpu(Group::Coordinator, **t, end)),
+                ms(max_in(&f.ticks, **t, end + Duration::from_millis(5))),
+                ms(max_in(
+                    &f.noise.timer_lag,
+                    **t,
+                    end + Duration::from_millis(5)
+                )),
+                f.noise.coverage(Group::Coordinator, **t, end),
+            );
+        }
+        for (n, at, up) in &f.links {
+            if *up || *at < p.start || *at >= p.end {
+                continue;
+            }
+            let back = f
+                .links
+                .iter()
+                .filter(|(m, t, u)| m == n && *u && t > at)
+                .map(|(_, t, _)| *t)
+                .min();
+            let from = *at - l.decision;
+            let _ = writeln!(
+                s,
+                "down {:<18} node {:>2} at {:>8} for {:>9} | load stall {:>7} coord stall {:>7} coord cpu {:>7} timer lag {:>7}",
+                p.name,
+                n,
+                ms(*at - f.noise.epoch),
+                back.map_or_else(|| "ever".into(), |b| ms(b - *at)),
+                ms(f.noise.stall(Group::Load, from, *at)),
+                ms(f.noise.stall(Group::Coordinator, from, *at)),
+                ms(f.noise.cpu(Group::Coordinator, from, *at)),
+                ms(max_in(&f.noise.timer_lag, from, *at)),
+            );
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,7 +679,11 @@ mod tests {
             flood_d.record(Decided::Coordinated, t, Duration::from_micros(50), limit);
         }
         flood_d.record(Decided::Degraded, t, Duration::from_micros(50), limit);
-        let probes = Probes { ok: 99, failed: 1 };
+        let probes = Probes {
+            ok: 99,
+            failed: 1,
+            ..Default::default()
+        };
         Figures {
             mode: "quick".into(),
             nodes: 2,
@@ -585,8 +696,14 @@ mod tests {
                     kind: PhaseKind::Kill,
                     duration: Duration::from_secs(1),
                     decisions: d,
-                    probes: Probes { ok: 1, failed: 5 },
+                    probes: Probes {
+                        ok: 1,
+                        failed: 5,
+                        ..Default::default()
+                    },
                     lag: Duration::ZERO,
+                    start: t,
+                    end: t,
                 },
                 PhaseFigures {
                     name: "iii flood".into(),
@@ -595,6 +712,8 @@ mod tests {
                     decisions: flood_d,
                     probes,
                     lag: Duration::ZERO,
+                    start: t,
+                    end: t,
                 },
             ],
             kills: vec![KillFigures {
@@ -636,7 +755,10 @@ mod tests {
                 ..Default::default()
             }],
             malformed_workers: 2,
-            lag_events: vec![(t + Duration::from_millis(20), Duration::from_millis(8))],
+            noise: Noise {
+                timer_lag: vec![(t + Duration::from_millis(20), Duration::from_millis(8))],
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -679,7 +801,7 @@ mod tests {
                     );
                 }),
             ),
-            ("1 decision wait", Box::new(|f| f.lag_events.clear())),
+            ("1 decision wait", Box::new(|f| f.noise.timer_lag.clear())),
             (
                 "2 acknowledged overrides lost",
                 Box::new(|f| f.durability.overrides_lost = 1),

@@ -28,6 +28,7 @@ mod flood;
 mod load;
 mod loadbench;
 mod malformed;
+mod noise;
 mod server;
 mod stats;
 mod suite;
@@ -76,6 +77,11 @@ struct Cli {
     /// Keep the scratch directory (store, coordinator logs) even on success.
     #[arg(long)]
     keep: bool,
+    /// Also print every decision over the bound, every failed legitimate
+    /// probe and every node that went degraded, with the scheduling noise
+    /// measured around each.
+    #[arg(long)]
+    diagnose: bool,
     /// Niceness of the coordinator and the flood worker (0: none). The
     /// legitimate nodes share two cores with them here, where in production
     /// they run on other machines; niced, the coordinator and the attacker
@@ -322,6 +328,9 @@ async fn chaos(
     let limits = criteria::Limits::new(plan.rpc_timeout, plan.slack);
     let figures = suite::run(plan, setup, load_rt).await?;
     let checks = criteria::evaluate(&figures, &limits);
+    if cli.diagnose {
+        eprintln!("{}", criteria::diagnose(&figures, &limits));
+    }
     println!("{}", criteria::render(&figures, &limits, &checks));
     Ok(checks.iter().all(|c| c.pass))
 }

@@ -40,8 +40,22 @@ pub struct Decisions {
     pub unavailable: u64,
     /// Refused by the coordinator.
     pub refused: u64,
-    /// Decisions over the limit: (start, wait); at most [`MAX_OVERRUNS`].
-    pub overruns: Vec<(Instant, Duration)>,
+    /// Decisions over the limit; at most [`MAX_OVERRUNS`].
+    pub overruns: Vec<Overrun>,
+}
+
+/// One decision that waited longer than the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overrun {
+    /// When it started.
+    pub start: Instant,
+    /// How long it waited.
+    pub wait: Duration,
+    /// Whether it made a unary RPC (rather than deciding from pushed state
+    /// or locally).
+    pub rpc: bool,
+    /// How it was decided.
+    pub decided: Decided,
 }
 
 /// Overruns kept per phase and node.
@@ -69,14 +83,32 @@ impl Default for Decisions {
 impl Decisions {
     /// Count one decision that started at `start` and took `wait`; `limit`
     /// is the most a decision may wait.
+    #[cfg(test)]
     pub fn record(&mut self, decided: Decided, start: Instant, wait: Duration, limit: Duration) {
+        self.record_call(decided, start, wait, limit, false);
+    }
+
+    /// [`record`](Self::record), saying whether the call made an RPC.
+    pub fn record_call(
+        &mut self,
+        decided: Decided,
+        start: Instant,
+        wait: Duration,
+        limit: Duration,
+        rpc: bool,
+    ) {
         let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
         let _ = self.wait_us.record(us.clamp(1, 600_000_000));
         self.max_wait_us = self.max_wait_us.max(us);
         if wait > limit {
             self.over_limit += 1;
             if self.overruns.len() < MAX_OVERRUNS {
-                self.overruns.push((start, wait));
+                self.overruns.push(Overrun {
+                    start,
+                    wait,
+                    rpc,
+                    decided,
+                });
             }
         }
         match decided {
@@ -140,12 +172,17 @@ pub fn explained_by_lag(start: Instant, wait: Duration, limit: Duration, lag: &[
 
 /// The legitimate probe of one phase: unary Acquires of an existing circuit
 /// with the client deadline, on a connection of their own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Probes {
     /// Answered within the deadline.
     pub ok: u64,
     /// Failed or timed out.
     pub failed: u64,
+    /// When each failed probe was sent, its status code, and whether the
+    /// suite's own timer ran out first (at most 10 000).
+    pub failures: Vec<(Instant, Option<tonic::Code>, bool)>,
+    /// Longest wait for an answered probe.
+    pub slowest: Duration,
 }
 
 impl Probes {
@@ -176,7 +213,15 @@ mod tests {
         d.record(Decided::Coordinated, t, Duration::from_micros(20), limit);
         d.record(Decided::Degraded, t, Duration::from_millis(31), limit);
         d.record(Decided::Open, t, Duration::from_millis(36), limit);
-        assert_eq!(d.overruns, vec![(t, Duration::from_millis(36))]);
+        assert_eq!(
+            d.overruns,
+            vec![Overrun {
+                start: t,
+                wait: Duration::from_millis(36),
+                rpc: false,
+                decided: Decided::Open,
+            }]
+        );
         assert_eq!(d.total(), 3);
         assert_eq!(d.over_limit, 1);
         assert_eq!(d.max_wait_us, 36_000);
@@ -210,7 +255,11 @@ mod tests {
         assert_eq!(Probes::default().success_rate(), 1.0);
         assert_eq!(Decisions::default().coordinated_share(), 1.0);
         assert_eq!(Decisions::default().quantile_us(0.99), 0);
-        let p = Probes { ok: 3, failed: 1 };
+        let p = Probes {
+            ok: 3,
+            failed: 1,
+            ..Default::default()
+        };
         assert!((p.success_rate() - 0.75).abs() < 1e-9);
     }
 }

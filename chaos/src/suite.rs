@@ -235,7 +235,7 @@ pub async fn run(plan: Plan, setup: Setup, load_rt: Handle) -> Result<Figures, S
         rpc_timeout: plan.rpc_timeout,
         decision_limit: plan.rpc_timeout + plan.slack,
     };
-    let fleet = Fleet::start(&load_rt, &fleet_cfg, Arc::clone(&control))?;
+    let fleet = Fleet::start(&load_rt, &fleet_cfg, Arc::clone(&control), Arc::clone(&pid))?;
     let admin = pb::admin_client::AdminClient::new(channel(addr)?);
     let mut run = Run {
         figures: Figures {
@@ -322,8 +322,10 @@ pub async fn run(plan: Plan, setup: Setup, load_rt: Handle) -> Result<Figures, S
         last.end = Some(Instant::now());
     }
 
-    let (decisions, probes, lag, lag_events) = fleet.finish().await;
-    run.figures.lag_events = lag_events;
+    let (decisions, probes, lag, noise, ticks, links) = fleet.finish().await;
+    run.figures.links = links;
+    run.figures.noise = noise;
+    run.figures.ticks = ticks;
     run.figures.malformed_workers = run.plan.malformed_workers;
     let _ = sampler.await;
     run.figures.memory = fl.cap_at.and_then(|cap_at| {
@@ -346,8 +348,10 @@ pub async fn run(plan: Plan, setup: Setup, load_rt: Handle) -> Result<Figures, S
             kind: p.kind,
             duration: p.end.unwrap_or_else(Instant::now) - p.start,
             decisions: decisions.get(i).cloned().unwrap_or_default(),
-            probes: probes.get(i).copied().unwrap_or_default(),
+            probes: probes.get(i).cloned().unwrap_or_default(),
             lag: lag.get(i).copied().unwrap_or_default(),
+            start: p.start,
+            end: p.end.unwrap_or_else(Instant::now),
         })
         .collect();
     run.figures.total = started.elapsed();
