@@ -575,6 +575,12 @@ pub fn diagnose(f: &Figures, l: &Limits) -> String {
             .max()
             .unwrap_or_default()
     };
+    let sum_in = |ev: &[LagEvent], a: Instant, b: Instant| {
+        ev.iter()
+            .filter(|(t, _)| *t >= a && *t <= b)
+            .map(|(_, d)| *d)
+            .sum::<Duration>()
+    };
     let _ = writeln!(
         s,
         "noise: schedstat {}, load run-queue total {}, coordinator {}",
@@ -587,13 +593,19 @@ pub fn diagnose(f: &Figures, l: &Limits) -> String {
             let end = o.start + o.wait;
             let _ = writeln!(
                 s,
-                "overrun {:<18} wait {:>8} rpc {:<5} {:?} excess {:>7} | load stall {:>7} load cpu {:>7} coord stall {:>7} coord cpu {:>7} timer lag {:>7} tick lag {:>7}",
+                "overrun {:<18} wait {:>8} rpc {:<5} {:?} excess {:>7} | load stall {:>7} sum {:>7} vm {:>7} load cpu {:>7} coord stall {:>7} coord cpu {:>7} timer lag {:>7} tick lag {:>7}",
                 p.name,
                 ms(o.wait),
                 o.rpc,
                 o.decided,
                 ms(o.wait.saturating_sub(l.decision)),
                 ms(f.noise.stall(Group::Load, o.start, end)),
+                ms(f.noise.stall_sum(Group::Load, o.start, end)),
+                ms(sum_in(
+                    &f.noise.vm_stall,
+                    o.start,
+                    end + Duration::from_millis(5)
+                )),
                 ms(f.noise.cpu(Group::Load, o.start, end)),
                 ms(f.noise.stall(Group::Coordinator, o.start, end)),
                 ms(f.noise.cpu(Group::Coordinator, o.start, end)),

@@ -130,6 +130,11 @@ pub struct Noise {
     pub coordinator: Vec<Series>,
     /// Late wake-ups of the sampler's own 1 ms sleep, more than 0.5 ms.
     pub timer_lag: Vec<LagEvent>,
+    /// The part of each late wake-up that the sampler did not spend on a
+    /// run queue of this guest: the whole machine stopped (a hypervisor
+    /// that took the virtual CPU away, a host-wide stall). Neither
+    /// `run_delay` nor CPU time grows for anyone then.
+    pub vm_stall: Vec<LagEvent>,
     /// Whether the kernel offers `schedstat` at all (else every figure is
     /// zero and nothing is explained).
     pub available: bool,
@@ -142,6 +147,7 @@ impl Default for Noise {
             load: Vec::new(),
             coordinator: Vec::new(),
             timer_lag: Vec::new(),
+            vm_stall: Vec::new(),
             available: false,
         }
     }
@@ -171,6 +177,17 @@ impl Noise {
         };
         let worst = series.iter().map(|s| s.delay_in(a, b)).max().unwrap_or(0);
         Duration::from_micros(u64::from(worst))
+    }
+
+    /// Like [`stall`](Self::stall), summed over the threads of `group`.
+    pub fn stall_sum(&self, group: Group, from: Instant, to: Instant) -> Duration {
+        let (a, b) = (self.us(from), self.us(to));
+        let us: u64 = self
+            .series(group)
+            .iter()
+            .map(|s| u64::from(s.delay_in(a, b)))
+            .sum();
+        Duration::from_micros(us)
     }
 
     /// CPU time `group` used between `from` and `to`, summed over its
@@ -358,6 +375,10 @@ impl Sampler {
         // that much is not lag.
         let grace = Duration::from_micros(500);
         let mut n = 0u64;
+        // Opened by this thread: `thread-self` is the sampler itself.
+        let own = File::open("/proc/thread-self/schedstat").ok();
+        let own_delay = || own.as_ref().and_then(read_stat).map_or(0, |s| s.run_delay);
+        let mut before = own_delay();
         while running() {
             if n.is_multiple_of(50) && self.noise.available {
                 self.rescan();
@@ -366,8 +387,17 @@ impl Sampler {
             let t = Instant::now();
             std::thread::sleep(tick);
             let late = t.elapsed().saturating_sub(tick + grace);
+            // The wait for a core after the wake-up is accounted by now.
+            let after = own_delay();
+            let queued = Duration::from_nanos(after.saturating_sub(before));
+            before = after;
             if !late.is_zero() && self.noise.timer_lag.len() < 200_000 {
-                self.noise.timer_lag.push((Instant::now(), late));
+                let now = Instant::now();
+                self.noise.timer_lag.push((now, late));
+                let vm = late.saturating_sub(queued);
+                if !vm.is_zero() {
+                    self.noise.vm_stall.push((now, vm));
+                }
             }
             let p = phase();
             if worst.len() <= p {
