@@ -361,7 +361,11 @@ async fn run_node(n: usize, node: Node, control: Arc<Control>, limit: Duration) 
         };
         let wait = t0.elapsed();
         let rpc = node.coordinator.stats().acquire_rpcs != rpcs;
-        slot(&mut out, control.phase()).record_call(decided, t0, wait, limit, rpc);
+        let d = slot(&mut out, control.phase());
+        d.record_call(decided, t0, wait, limit, rpc);
+        if decided == Decided::Degraded {
+            d.note_degraded(n, t0);
+        }
         tokio::time::sleep(PACE).await;
     }
     out

@@ -119,6 +119,11 @@ impl Series {
 /// (µs): the longest single wait for a core this accounts for.
 const LOOKAHEAD: u32 = 1_000_000;
 
+/// How long after a window a whole-machine stall may still show as a late
+/// wake-up of the sampler (it sleeps 1 ms at a time and may itself wait for
+/// a core before it notices).
+pub const REACH: Duration = Duration::from_millis(5);
+
 /// What the sampler measured.
 #[derive(Debug, Clone)]
 pub struct Noise {
@@ -203,15 +208,24 @@ impl Noise {
         Duration::from_micros(us)
     }
 
-    /// Series of `group` that cover `[from, to]`, and all of them (for
-    /// diagnostics).
-    pub fn coverage(&self, group: Group, from: Instant, to: Instant) -> (usize, usize) {
-        let (a, b) = (self.us(from), self.us(to));
-        let all = self.series(group);
-        (
-            all.iter().filter(|s| s.around(a, b).is_some()).count(),
-            all.len(),
-        )
+    /// A thread of `group` that waited for a core from `from` to `to` (for
+    /// tests of the criteria).
+    #[cfg(test)]
+    pub fn add_wait(&mut self, group: Group, from: Instant, to: Instant) {
+        let mut s = Series::default();
+        s.push(self.us(from), Stat::default());
+        let waited = u64::try_from((to - from).as_nanos()).unwrap_or(u64::MAX);
+        s.push(
+            self.us(to),
+            Stat {
+                cpu: 0,
+                run_delay: waited,
+            },
+        );
+        match group {
+            Group::Load => self.load.push(s),
+            Group::Coordinator => self.coordinator.push(s),
+        }
     }
 
     fn series(&self, group: Group) -> &[Series] {
@@ -219,6 +233,50 @@ impl Noise {
             Group::Load => &self.load,
             Group::Coordinator => &self.coordinator,
         }
+    }
+
+    /// How much of `[from, to]` the box took from `groups`: the longest any
+    /// one of their threads waited for a core, plus the time the whole
+    /// machine stood still; or the sampler's own lateness, if larger. A
+    /// stall may reach the sampler up to [`REACH`] after the window, so its
+    /// wake-ups are taken from that much longer.
+    ///
+    /// This is what a blocked, sleeping or CPU-burning client cannot
+    /// produce for itself: it is time nobody in `groups` could run.
+    pub fn taken(&self, groups: &[Group], from: Instant, to: Instant) -> Duration {
+        let queued = groups
+            .iter()
+            .map(|g| self.stall(*g, from, to))
+            .max()
+            .unwrap_or_default();
+        let until = to + REACH;
+        let within = |ev: &'_ [LagEvent]| {
+            ev.iter()
+                .filter(move |(t, _)| *t >= from && *t <= until)
+                .map(|(_, d)| *d)
+                .collect::<Vec<_>>()
+        };
+        let vm: Duration = within(&self.vm_stall).into_iter().sum();
+        let lag = within(&self.timer_lag)
+            .into_iter()
+            .max()
+            .unwrap_or_default();
+        (queued + vm).max(lag)
+    }
+
+    /// Whether a decision that started at `start` and waited `wait`, more
+    /// than `limit`, waited no longer than the box took from the fleet
+    /// meanwhile (see [`taken`](Self::taken)).
+    pub fn explains_overrun(&self, start: Instant, wait: Duration, limit: Duration) -> bool {
+        wait.saturating_sub(limit) <= self.taken(&[Group::Load], start, start + wait)
+    }
+
+    /// Whether a request sent at `start` with `deadline` that went
+    /// unanswered had at least half its deadline taken from the fleet or
+    /// the coordinator by the box: it had at most half left to be answered
+    /// in, where a healthy coordinator needs a small fraction of it.
+    pub fn explains_failure(&self, start: Instant, deadline: Duration) -> bool {
+        self.taken(&[Group::Load, Group::Coordinator], start, start + deadline) >= deadline / 2
     }
 
     /// Total run-queue time of `group` over the whole run, summed over its
@@ -448,6 +506,68 @@ mod tests {
         );
         assert_eq!(noise.stall(Group::Coordinator, e, e + us(2_000)), us(0));
         assert_eq!(noise.total(Group::Load), us(4_500));
+    }
+
+    #[test]
+    fn overruns_are_explained_only_by_a_lag_as_large_at_the_same_time() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let (wait, limit) = (ms(40), ms(35));
+        let lag = |events: &[LagEvent]| Noise {
+            timer_lag: events.to_vec(),
+            ..Noise::default()
+        };
+        assert!(lag(&[(t + ms(20), ms(6))]).explains_overrun(t, wait, limit));
+        assert!(lag(&[(t + ms(44), ms(5))]).explains_overrun(t, wait, limit));
+        // Too small, too early, too late.
+        assert!(!lag(&[(t + ms(20), ms(4))]).explains_overrun(t, wait, limit));
+        assert!(!lag(&[(t, ms(50))]).explains_overrun(t + ms(1), wait, limit));
+        assert!(!lag(&[(t + ms(46), ms(50))]).explains_overrun(t, wait, limit));
+        assert!(!lag(&[]).explains_overrun(t, wait, limit));
+    }
+
+    #[test]
+    fn run_queue_time_and_machine_stalls_add_up() {
+        let e = Instant::now();
+        let ms = Duration::from_millis;
+        let at = |x: u64| u32::try_from(x * 1000).unwrap_or(u32::MAX);
+        let mut load = Series::default();
+        // 6 ms on a run queue, reported at 26 ms (waited from 20 to 26).
+        for (t, d) in [(0, 0), (10, 0), (26, 6)] {
+            load.push(
+                at(t),
+                Stat {
+                    cpu: 0,
+                    run_delay: d * 1_000_000,
+                },
+            );
+        }
+        let mut noise = Noise {
+            epoch: e,
+            load: vec![load],
+            ..Noise::default()
+        };
+        assert_eq!(noise.taken(&[Group::Load], e + ms(5), e + ms(40)), ms(6));
+        // A decision from 5 to 45 ms, over a 35 ms bound by 5 ms: 6 ms of
+        // run-queue time covers it; over by 7 ms it does not...
+        assert!(noise.explains_overrun(e + ms(5), ms(40), ms(35)));
+        assert!(!noise.explains_overrun(e + ms(5), ms(42), ms(35)));
+        // ...unless the whole machine also stood still for 2 ms.
+        noise.vm_stall.push((e + ms(30), ms(2)));
+        noise.timer_lag.push((e + ms(30), ms(2)));
+        assert!(noise.explains_overrun(e + ms(5), ms(42), ms(35)));
+        // A request with a 30 ms deadline needs 15 ms of it taken.
+        assert!(!noise.explains_failure(e + ms(5), ms(30)));
+        noise.coordinator.push(noise.load[0].clone());
+        noise.coordinator[0].push(
+            at(40),
+            Stat {
+                cpu: 0,
+                run_delay: 20_000_000,
+            },
+        );
+        assert!(noise.explains_failure(e + ms(5), ms(30)));
+        assert!(!noise.explains_failure(e + ms(100), ms(30)));
     }
 
     #[test]

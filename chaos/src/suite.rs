@@ -60,8 +60,11 @@ pub struct Plan {
     pub stop_for: Duration,
     /// Steady load after each stop.
     pub after_stop: Duration,
-    /// Flood.
+    /// Flood, at least.
     pub flood: Duration,
+    /// Flood at most, when the cap takes longer than `flood` to reach (see
+    /// [`flood::flood`]).
+    pub flood_longest: Duration,
     /// Malformed input.
     pub malformed: Duration,
     /// Malformed workers.
@@ -88,6 +91,7 @@ impl Plan {
             stop_for: Duration::from_secs(2),
             after_stop: Duration::from_secs(1),
             flood: Duration::from_secs(5),
+            flood_longest: Duration::from_secs(20),
             malformed: Duration::from_secs(4),
             malformed_workers: 2,
             tail: Duration::from_secs(1),
@@ -108,6 +112,7 @@ impl Plan {
             stop_for: Duration::from_secs(3),
             after_stop: Duration::from_secs(2),
             flood: Duration::from_secs(20),
+            flood_longest: Duration::from_secs(60),
             malformed: Duration::from_secs(15),
             malformed_workers: 4,
             tail: Duration::from_secs(2),
@@ -299,6 +304,7 @@ pub async fn run(plan: Plan, setup: Setup, load_rt: Handle) -> Result<Figures, S
         &run.launch.url(),
         "1",
         run.plan.flood,
+        run.plan.flood_longest,
         50_000_000,
     )
     .await?;
