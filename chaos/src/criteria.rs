@@ -3,7 +3,8 @@
 //! text.
 //!
 //! 1. No application call waits longer than the client deadline (plus a
-//!    stated slack for scheduling) for its breaker decision.
+//!    stated slack for scheduling) for its breaker decision, and p99 of all
+//!    decision waits stays within that bound.
 //! 2. No acknowledged override or open state is lost (see
 //!    [`crate::durability`] for "acknowledged"), deadlines keep counting
 //!    down across the restart, and generations never go back.
@@ -14,15 +15,28 @@
 //!    decisions) during the flood and the malformed input.
 //! 5. Every malformed or oversized request is refused, none hangs, and the
 //!    coordinator never dies.
+//!
+//! The quick run is a CI gate on shared machines, where the suite, the
+//! coordinator and whatever else runs there share a few cores. There a
+//! decision over the bound, a failed legitimate probe or a call allowed by
+//! degraded mode is left out when the measured noise explains it (see
+//! [`crate::noise`]): the box kept the fleet's threads from a core, or
+//! stood still, at least as long as the decision overran; or took at least
+//! half a probe's deadline from the fleet or the coordinator; or did so
+//! when the node lost its link. The p99 bound counts every decision
+//! whatever the noise, so a client that got slower for everyone still
+//! fails; the full run counts everything, and both print what noise
+//! explained.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::durability::DurabilityFigures;
 use crate::flood::{FloodFigures, MemoryFigures};
 use crate::malformed::CaseFigures;
 use crate::malformed::MAX_MESSAGE;
-use crate::stats::{Decisions, LagEvent, Probes, explained_by_lag};
+use crate::noise::{Group, Noise};
+use crate::stats::{Decisions, LagEvent, Probes, ratio};
 
 /// Largest drift of a deadline across a restart: the coordinator keeps
 /// deadlines as Unix milliseconds on disk and reports remaining times in
@@ -61,6 +75,10 @@ pub struct PhaseFigures {
     /// Worst scheduling lag of the fleet's runtime (a 1 ms sleep woken this
     /// much late, beyond the timer's 1 ms resolution).
     pub lag: Duration,
+    /// When it began.
+    pub start: Instant,
+    /// When it ended.
+    pub end: Instant,
 }
 
 /// One kill -9 and restart.
@@ -126,8 +144,13 @@ pub struct Figures {
     pub unexpected_exits: usize,
     /// Wall-clock time of the whole run.
     pub total: Duration,
-    /// Late wake-ups of the independent timer thread (CPU scheduling lag).
-    pub lag_events: Vec<LagEvent>,
+    /// What the noise sampler saw: run-queue time of the load and
+    /// coordinator threads, late wake-ups of its own timer.
+    pub noise: Noise,
+    /// Late 1 ms ticks of the load runtime.
+    pub ticks: Vec<LagEvent>,
+    /// Every connectivity change of every node.
+    pub links: Vec<crate::load::LinkChange>,
     /// Concurrent clients of the malformed phase.
     pub malformed_workers: usize,
 }
@@ -152,6 +175,10 @@ pub struct Limits {
     /// Least share of allowed decisions made from coordinator state in the
     /// flood and malformed phases.
     pub coordinated_share: f64,
+    /// Whether decisions over the bound, failed probes and degraded calls
+    /// that the measured scheduling noise explains are left out (the quick
+    /// run, a CI gate on shared machines); the full run counts them all.
+    pub noise_tolerant: bool,
 }
 
 impl Limits {
@@ -165,7 +192,15 @@ impl Limits {
             memory_factor: 1.10,
             probe_rate: 0.95,
             coordinated_share: 0.95,
+            noise_tolerant: true,
         }
+    }
+
+    /// The same bounds, counting every overrun, failed probe and degraded
+    /// call whatever the noise (the full run).
+    pub fn strict(mut self) -> Self {
+        self.noise_tolerant = false;
+        self
     }
 }
 
@@ -215,36 +250,63 @@ pub fn evaluate(f: &Figures, l: &Limits) -> Vec<Check> {
         all.merge(&p.decisions);
     }
     let max_wait = Duration::from_micros(all.max_wait_us);
+    let p99 = Duration::from_micros(all.quantile_us(0.99));
     let unexplained: Vec<Duration> = all
         .overruns
         .iter()
-        .filter(|(start, wait)| !explained_by_lag(*start, *wait, l.decision, &f.lag_events))
-        .map(|(_, wait)| *wait)
+        .filter(|o| !f.noise.explains_overrun(o.start, o.wait, l.decision))
+        .map(|o| o.wait)
         .collect();
     // Overruns beyond those kept are unexplained by definition.
     let untracked = all.over_limit.saturating_sub(all.overruns.len() as u64);
+    let unexplained_n = unexplained.len() as u64 + untracked;
     let worst_unexplained = unexplained.iter().copied().max().unwrap_or_default();
-    out.push(check(
-        "1 decision wait over deadline+slack, not CPU lag",
-        format!(
-            "{} of {} (max wait {}; {} over, {} explained by lag)",
-            unexplained.len() as u64 + untracked,
-            all.total(),
-            ms(max_wait),
-            all.over_limit,
-            all.over_limit - unexplained.len() as u64 - untracked,
-        ),
-        format!("0 over {}", ms(l.decision)),
-        all.total() > 0 && unexplained.is_empty() && untracked == 0,
-    ));
-    if !unexplained.is_empty() {
+    if l.noise_tolerant {
         out.push(check(
-            "1 worst unexplained decision wait",
-            ms(worst_unexplained),
-            format!("<= {}", ms(l.decision)),
-            false,
+            "1 decision wait over deadline+slack, not the box's noise",
+            format!(
+                "{} of {} (max wait {}; {} over, {} explained by noise)",
+                unexplained_n,
+                all.total(),
+                ms(max_wait),
+                all.over_limit,
+                all.over_limit - unexplained_n,
+            ),
+            format!("0 over {}", ms(l.decision)),
+            all.total() > 0 && unexplained_n == 0,
+        ));
+        if unexplained_n > 0 {
+            out.push(check(
+                "1 worst unexplained decision wait",
+                if untracked > 0 {
+                    format!("{} (+{untracked} not kept)", ms(worst_unexplained))
+                } else {
+                    ms(worst_unexplained)
+                },
+                format!("<= {}", ms(l.decision)),
+                false,
+            ));
+        }
+    } else {
+        out.push(check(
+            "1 decision wait over deadline+slack",
+            format!(
+                "{} of {} (max wait {}; {} of them explained by noise)",
+                all.over_limit,
+                all.total(),
+                ms(max_wait),
+                all.over_limit - unexplained_n,
+            ),
+            format!("0 over {}", ms(l.decision)),
+            all.total() > 0 && all.over_limit == 0,
         ));
     }
+    out.push(check(
+        "1 p99 decision wait, all phases",
+        ms(p99),
+        format!("<= {}", ms(l.decision)),
+        all.total() > 0 && p99 <= l.decision,
+    ));
 
     let d = &f.durability;
     out.push(check(
@@ -342,23 +404,8 @@ pub fn evaluate(f: &Figures, l: &Limits) -> Vec<Check> {
         .iter()
         .filter(|p| matches!(p.kind, PhaseKind::Flood | PhaseKind::Malformed))
     {
-        out.push(check(
-            format!("4 {}: legitimate probes answered", p.name),
-            format!(
-                "{} ({} of {})",
-                pct(p.probes.success_rate()),
-                p.probes.ok,
-                p.probes.ok + p.probes.failed
-            ),
-            format!(">= {}", pct(l.probe_rate)),
-            p.probes.ok + p.probes.failed > 0 && p.probes.success_rate() >= l.probe_rate,
-        ));
-        out.push(check(
-            format!("4 {}: allowed calls decided with the coordinator", p.name),
-            pct(p.decisions.coordinated_share()),
-            format!(">= {}", pct(l.coordinated_share)),
-            p.decisions.total() > 0 && p.decisions.coordinated_share() >= l.coordinated_share,
-        ));
+        out.push(probes_check(f, l, p));
+        out.push(share_check(f, l, p));
     }
     if let Some(fl) = &f.flood {
         out.push(check(
@@ -390,6 +437,155 @@ pub fn evaluate(f: &Figures, l: &Limits) -> Vec<Check> {
     out
 }
 
+/// Failed probes of `p` that had at least half their deadline taken by the
+/// box (see [`Noise::explains_failure`]).
+pub fn explained_probe_failures(f: &Figures, p: &PhaseFigures) -> u64 {
+    p.probes
+        .failures
+        .iter()
+        .filter(|(at, _, _)| f.noise.explains_failure(*at, f.rpc_timeout))
+        .count() as u64
+}
+
+/// Calls of `p` allowed by degraded mode whose node went degraded when the
+/// box had taken at least half of an RPC deadline from the fleet or the
+/// coordinator (see [`Noise::explains_failure`]): the last time the node
+/// lost its link before the call, within the decision bound before it.
+pub fn explained_degraded_calls(f: &Figures, l: &Limits, p: &PhaseFigures) -> u64 {
+    p.decisions
+        .degraded_calls
+        .iter()
+        .filter(|(node, at)| {
+            f.links
+                .iter()
+                .filter(|(n, t, up)| n == node && !up && t <= at)
+                .map(|(_, t, _)| *t)
+                .max()
+                .is_some_and(|down| {
+                    f.noise.explains_failure(
+                        down.checked_sub(l.decision).unwrap_or(down),
+                        f.rpc_timeout,
+                    )
+                })
+        })
+        .count() as u64
+}
+
+fn probes_check(f: &Figures, l: &Limits, p: &PhaseFigures) -> Check {
+    let name = format!("4 {}: legitimate probes answered", p.name);
+    let (ok, failed) = (p.probes.ok, p.probes.failed);
+    if !l.noise_tolerant {
+        return check(
+            name,
+            format!(
+                "{} ({} of {})",
+                pct(p.probes.success_rate()),
+                ok,
+                ok + failed
+            ),
+            format!(">= {}", pct(l.probe_rate)),
+            ok + failed > 0 && p.probes.success_rate() >= l.probe_rate,
+        );
+    }
+    let explained = explained_probe_failures(f, p);
+    let rate = ratio(ok, ok + failed - explained);
+    check(
+        name,
+        format!(
+            "{} ({} of {}; {} more failed with half the deadline lost to noise)",
+            pct(rate),
+            ok,
+            ok + failed - explained,
+            explained
+        ),
+        format!(">= {}", pct(l.probe_rate)),
+        ok + failed > 0 && rate >= l.probe_rate,
+    )
+}
+
+fn share_check(f: &Figures, l: &Limits, p: &PhaseFigures) -> Check {
+    let name = format!("4 {}: allowed calls decided with the coordinator", p.name);
+    let d = &p.decisions;
+    if !l.noise_tolerant {
+        return check(
+            name,
+            pct(d.coordinated_share()),
+            format!(">= {}", pct(l.coordinated_share)),
+            d.total() > 0 && d.coordinated_share() >= l.coordinated_share,
+        );
+    }
+    let explained = explained_degraded_calls(f, l, p);
+    let share = ratio(d.coordinated, d.coordinated + d.degraded - explained);
+    check(
+        name,
+        format!(
+            "{} ({} degraded, {} of them after noise took the coordinator away)",
+            pct(share),
+            d.degraded,
+            explained
+        ),
+        format!(">= {}", pct(l.coordinated_share)),
+        d.total() > 0 && share >= l.coordinated_share,
+    )
+}
+
+/// What the noise sampler saw, and how much of what went wrong it explains
+/// (printed in both modes; only the quick run leaves the explained out).
+fn noise_summary(f: &Figures, l: &Limits) -> String {
+    let n = &f.noise;
+    let lag_max = n.timer_lag.iter().map(|e| e.1).max().unwrap_or_default();
+    let vm_total: Duration = n.vm_stall.iter().map(|e| e.1).sum();
+    let vm_max = n.vm_stall.iter().map(|e| e.1).max().unwrap_or_default();
+    let tick_max = f.ticks.iter().map(|e| e.1).max().unwrap_or_default();
+    let mut all = Decisions::default();
+    for p in &f.phases {
+        all.merge(&p.decisions);
+    }
+    let over_explained = all
+        .overruns
+        .iter()
+        .filter(|o| n.explains_overrun(o.start, o.wait, l.decision))
+        .count();
+    let (mut pf, mut pe, mut dg, mut de) = (0, 0, 0, 0);
+    for p in f
+        .phases
+        .iter()
+        .filter(|p| matches!(p.kind, PhaseKind::Flood | PhaseKind::Malformed))
+    {
+        pf += p.probes.failed;
+        pe += explained_probe_failures(f, p);
+        dg += p.decisions.degraded;
+        de += explained_degraded_calls(f, l, p);
+    }
+    format!(
+        "noise ({}): fleet threads waited for a core {} in all, coordinator threads {}; the machine stood still {} (longest {}); the sampler's 1 ms sleep woke up to {} late, the fleet runtime's up to {}\n\
+         explained by noise: {} of {} decisions over {}, {} of {} failed probes and {} of {} degraded calls in the flood and malformed phases{}",
+        if n.available {
+            "kernel schedstat, sampled every 1 ms"
+        } else {
+            "no schedstat on this kernel: timer lag only"
+        },
+        ms(n.total(Group::Load)),
+        ms(n.total(Group::Coordinator)),
+        ms(vm_total),
+        ms(vm_max),
+        ms(lag_max),
+        ms(tick_max),
+        over_explained,
+        all.over_limit,
+        ms(l.decision),
+        pe,
+        pf,
+        de,
+        dg,
+        if l.noise_tolerant {
+            " (left out of the criteria)"
+        } else {
+            " (counted anyway: full run)"
+        }
+    )
+}
+
 /// The summary: settings, a table per phase, the figures, the verdicts.
 pub fn render(f: &Figures, l: &Limits, checks: &[Check]) -> String {
     let mut s = String::new();
@@ -409,7 +605,7 @@ pub fn render(f: &Figures, l: &Limits, checks: &[Check]) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<22} {:>6} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>6} {:>10} {:>9}",
+        "{:<22} {:>6} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>6} {:>10} {:>9} {:>10} {:>10}",
         "phase",
         "secs",
         "decisions",
@@ -421,13 +617,15 @@ pub fn render(f: &Figures, l: &Limits, checks: &[Check]) -> String {
         "degr.",
         "open",
         "probe ok %",
-        "sched lag"
+        "sched lag",
+        "fleet runq",
+        "coord runq"
     );
     for p in &f.phases {
         let d = &p.decisions;
         let _ = writeln!(
             s,
-            "{:<22} {:>6.1} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8.2} {:>6} {:>6} {:>10.2} {:>9}",
+            "{:<22} {:>6.1} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8.2} {:>6} {:>6} {:>10.2} {:>9} {:>10} {:>10}",
             p.name,
             p.duration.as_secs_f64(),
             d.total(),
@@ -440,8 +638,11 @@ pub fn render(f: &Figures, l: &Limits, checks: &[Check]) -> String {
             d.open,
             p.probes.success_rate() * 100.0,
             ms(p.lag),
+            ms(f.noise.stall_sum(Group::Load, p.start, p.end)),
+            ms(f.noise.stall_sum(Group::Coordinator, p.start, p.end)),
         );
     }
+    let _ = writeln!(s, "{}", noise_summary(f, l));
     for (i, k) in f.kills.iter().enumerate() {
         let _ = writeln!(
             s,
@@ -567,12 +768,20 @@ mod tests {
         d.record(Decided::Degraded, t, Duration::from_millis(31), limit);
         // Over the limit, while the timer thread was 8 ms late.
         d.record(Decided::Degraded, t, Duration::from_millis(40), limit);
+        // Most decisions come from pushed state at once.
+        for _ in 0..1000 {
+            d.record(Decided::Coordinated, t, Duration::from_micros(20), limit);
+        }
         let mut flood_d = Decisions::default();
         for _ in 0..99 {
             flood_d.record(Decided::Coordinated, t, Duration::from_micros(50), limit);
         }
         flood_d.record(Decided::Degraded, t, Duration::from_micros(50), limit);
-        let probes = Probes { ok: 99, failed: 1 };
+        let probes = Probes {
+            ok: 99,
+            failed: 1,
+            ..Default::default()
+        };
         Figures {
             mode: "quick".into(),
             nodes: 2,
@@ -585,8 +794,14 @@ mod tests {
                     kind: PhaseKind::Kill,
                     duration: Duration::from_secs(1),
                     decisions: d,
-                    probes: Probes { ok: 1, failed: 5 },
+                    probes: Probes {
+                        ok: 1,
+                        failed: 5,
+                        ..Default::default()
+                    },
                     lag: Duration::ZERO,
+                    start: t,
+                    end: t,
                 },
                 PhaseFigures {
                     name: "iii flood".into(),
@@ -595,6 +810,8 @@ mod tests {
                     decisions: flood_d,
                     probes,
                     lag: Duration::ZERO,
+                    start: t,
+                    end: t,
                 },
             ],
             kills: vec![KillFigures {
@@ -636,7 +853,10 @@ mod tests {
                 ..Default::default()
             }],
             malformed_workers: 2,
-            lag_events: vec![(t + Duration::from_millis(20), Duration::from_millis(8))],
+            noise: Noise {
+                timer_lag: vec![(t + Duration::from_millis(20), Duration::from_millis(8))],
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -663,6 +883,74 @@ mod tests {
     }
 
     #[test]
+    fn the_full_run_counts_what_noise_explains() {
+        let f = passing();
+        let l = Limits::new(f.rpc_timeout, f.slack).strict();
+        let checks = evaluate(&f, &l);
+        // The 40 ms decision the timer lag explains.
+        assert_eq!(
+            failed(&checks),
+            vec!["1 decision wait over deadline+slack"],
+            "{checks:?}"
+        );
+    }
+
+    #[test]
+    fn noise_explains_probes_and_degraded_calls_only_where_it_took_the_time() {
+        let ms = Duration::from_millis;
+        let mut f = passing();
+        let t = f.phases[1].start;
+        f.noise.epoch = t;
+        // The coordinator waited for a core from 100 to 130 ms; the fleet
+        // from 300 to 320 ms.
+        f.noise
+            .add_wait(Group::Coordinator, t + ms(100), t + ms(130));
+        f.noise.add_wait(Group::Load, t + ms(300), t + ms(320));
+        let flood = &mut f.phases[1];
+        // 9 more failed probes: 4 sent while the coordinator waited, 1
+        // while the fleet did, 4 when nothing did.
+        flood.probes.failed += 9;
+        for at in [100, 105, 110, 115, 300, 500, 510, 520, 530] {
+            flood.probes.failures.push((t + ms(at), None, true));
+        }
+        // 20 degraded calls of node 1, which lost its link at 125 ms.
+        for i in 0..20 {
+            flood
+                .decisions
+                .record(Decided::Degraded, t, Duration::ZERO, ms(35));
+            flood.decisions.note_degraded(1, t + ms(130 + i));
+        }
+        f.links = vec![(1, t + ms(125), false), (1, t + ms(200), true)];
+        let l = Limits::new(f.rpc_timeout, f.slack);
+        let pass = |f: &Figures, l: &Limits, name: &str| {
+            evaluate(f, l)
+                .into_iter()
+                .find(|c| c.name.starts_with(name))
+                .map(|c| c.pass)
+        };
+        // 99 answered of 99 + 5 unexplained (the fixture's one, which has
+        // no time, and 4): 95.2 %. Coordinated: 99 of 99 + 1.
+        assert_eq!(pass(&f, &l, "4 iii flood: legitimate probes"), Some(true));
+        assert_eq!(pass(&f, &l, "4 iii flood: allowed calls"), Some(true));
+        let strict = l.clone().strict();
+        assert_eq!(
+            pass(&f, &strict, "4 iii flood: legitimate probes"),
+            Some(false)
+        );
+        assert_eq!(pass(&f, &strict, "4 iii flood: allowed calls"), Some(false));
+        // A link lost while nothing waited is the client's business.
+        f.links = vec![(1, t + ms(600), false)];
+        for c in &mut f.phases[1].decisions.degraded_calls {
+            c.1 = t + ms(650);
+        }
+        assert_eq!(pass(&f, &l, "4 iii flood: allowed calls"), Some(false));
+        // One more unexplained failed probe: 99 of 105.
+        f.phases[1].probes.failed += 1;
+        f.phases[1].probes.failures.push((t + ms(700), None, false));
+        assert_eq!(pass(&f, &l, "4 iii flood: legitimate probes"), Some(false));
+    }
+
+    #[test]
     fn each_broken_promise_fails_its_criterion() {
         let l = Limits::new(Duration::from_millis(30), Duration::from_millis(5));
         let cases: Vec<(&str, Mutation)> = vec![
@@ -679,7 +967,22 @@ mod tests {
                     );
                 }),
             ),
-            ("1 decision wait", Box::new(|f| f.lag_events.clear())),
+            ("1 decision wait", Box::new(|f| f.noise.timer_lag.clear())),
+            (
+                "1 p99 decision wait",
+                Box::new(|f| {
+                    // Each explained by the lag, but more than 1 % of all.
+                    let t = f.phases[0].start;
+                    for _ in 0..20 {
+                        f.phases[0].decisions.record(
+                            Decided::Coordinated,
+                            t,
+                            Duration::from_millis(36),
+                            Duration::from_millis(35),
+                        );
+                    }
+                }),
+            ),
             (
                 "2 acknowledged overrides lost",
                 Box::new(|f| f.durability.overrides_lost = 1),
@@ -761,7 +1064,7 @@ mod tests {
             let checks = evaluate(&f, &l);
             let bad = failed(&checks);
             // An unexplained overrun also names the worst one.
-            let n = if prefix.starts_with("1 ") { 2 } else { 1 };
+            let n = if prefix == "1 decision wait" { 2 } else { 1 };
             assert_eq!(bad.len(), n, "{prefix}: {bad:?}");
             assert!(bad[0].starts_with(prefix), "{prefix}: {bad:?}");
             assert!(render(&f, &l, &checks).contains("FAIL"));

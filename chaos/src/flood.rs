@@ -9,6 +9,10 @@
 //! while the flood and the malformed phase go on must stay within 110 % of
 //! it. A coordinator that kept allocating for refused names, or leaked per
 //! refused request, would grow past it.
+//!
+//! How fast the cap is reached depends on how much CPU the coordinator gets
+//! on this machine, so the flood runs on past its planned time until the
+//! cap has been reached for [`PAST_CAP`] (within a longest time).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +26,11 @@ use tonic::transport::Endpoint;
 
 /// Time after the cap is reached before the plateau is taken.
 pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// How long the flood goes on once the cap is reached, at least: the
+/// plateau is taken [`SETTLE`] after it, and memory must then be sampled
+/// (every 100 ms) while the flood still runs.
+pub const PAST_CAP: Duration = Duration::from_secs(1);
 
 /// What the flood did.
 #[derive(Debug, Clone, Default)]
@@ -49,17 +58,25 @@ impl FloodFigures {
 }
 
 /// Flood `url` for `duration` (at most `max_requests`) from `conns`
-/// connections with `per_conn` requests in flight on each.
+/// connections with `per_conn` requests in flight on each; and on past it,
+/// up to `longest` in all, until the cap has been reached for
+/// [`PAST_CAP`]. How fast the cap is reached depends on the CPU the
+/// coordinator gets on this box; that the flood meets the cap must not.
 pub async fn flood(
     url: &str,
     run: &str,
     duration: Duration,
+    longest: Duration,
     max_requests: u64,
     conns: usize,
     per_conn: usize,
 ) -> Result<FloodFigures, String> {
     let start = Instant::now();
     let end = start + duration;
+    let hard_end = start + longest.max(duration);
+    // Milliseconds after `start` the cap was first hit, plus one (0: not
+    // yet).
+    let cap_hit = Arc::new(AtomicU64::new(0));
     let counter = Arc::new(AtomicU64::new(0));
     let figures = Arc::new(Mutex::new(FloodFigures::default()));
     let mut tasks = Vec::new();
@@ -74,12 +91,24 @@ pub async fn flood(
             let mut client = pb::breaker_client::BreakerClient::new(channel.clone());
             let counter = Arc::clone(&counter);
             let figures = Arc::clone(&figures);
+            let cap_hit = Arc::clone(&cap_hit);
+            let hit = Arc::clone(&cap_hit);
             let run = run.to_owned();
+            let going_on = move || {
+                let now = Instant::now();
+                if now < end {
+                    return true;
+                }
+                match hit.load(Ordering::Relaxed) {
+                    0 => now < hard_end,
+                    hit => now < (start + Duration::from_millis(hit - 1) + PAST_CAP).min(hard_end),
+                }
+            };
             tasks.push(tokio::spawn(async move {
                 let (mut ok, mut exhausted) = (0u64, 0u64);
                 let mut other: BTreeMap<String, u64> = BTreeMap::new();
                 let mut cap_at = None;
-                while Instant::now() < end {
+                while going_on() {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     if n >= max_requests {
                         break;
@@ -93,7 +122,14 @@ pub async fn flood(
                         Ok(Ok(_)) => ok += 1,
                         Ok(Err(s)) if s.code() == Code::ResourceExhausted => {
                             exhausted += 1;
-                            cap_at.get_or_insert_with(Instant::now);
+                            let at = *cap_at.get_or_insert_with(Instant::now);
+                            let ms = u64::try_from((at - start).as_millis()).unwrap_or(u64::MAX);
+                            let _ = cap_hit.compare_exchange(
+                                0,
+                                ms.saturating_add(1),
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            );
                         }
                         Ok(Err(s)) => *other.entry(format!("{:?}", s.code())).or_default() += 1,
                         Err(_) => *other.entry("client timeout".into()).or_default() += 1,
@@ -161,6 +197,7 @@ pub async fn flood_in_child(
     url: &str,
     run: &str,
     duration: Duration,
+    longest: Duration,
     max_requests: u64,
 ) -> Result<FloodFigures, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
@@ -174,6 +211,8 @@ pub async fn flood_in_child(
         .arg(run)
         .arg("--flood-ms")
         .arg(duration.as_millis().to_string())
+        .arg("--flood-longest-ms")
+        .arg(longest.as_millis().to_string())
         .arg("--flood-max")
         .arg(max_requests.to_string())
         .stdin(std::process::Stdio::null())

@@ -18,7 +18,7 @@
 //!   100 per node); its first use is a unary Acquire too.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use breakerd_client::{Circuit, Coordinator, Error, OverrideKind};
@@ -27,6 +27,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use crate::noise::{Noise, Sampler};
 use crate::stats::{Decided, Decisions, LagEvent, Probes};
 
 /// Healthy circuits per node.
@@ -88,7 +89,27 @@ pub struct Fleet {
     pub control: Arc<Control>,
     tasks: Vec<JoinHandle<Vec<Decisions>>>,
     probe: JoinHandle<Vec<Probes>>,
-    lag: std::thread::JoinHandle<(Vec<Duration>, Vec<LagEvent>)>,
+    ticker: JoinHandle<Vec<LagEvent>>,
+    links: Vec<JoinHandle<Vec<LinkChange>>>,
+    noise: std::thread::JoinHandle<(Noise, Vec<Duration>)>,
+}
+
+/// A node's link to the coordinator changed: (node, when, connected).
+pub type LinkChange = (usize, Instant, bool);
+
+/// Every connectivity change of node `n` until the fleet stops.
+async fn watch_link(n: usize, node: Node, control: Arc<Control>) -> Vec<LinkChange> {
+    let mut rx = node.coordinator.connectivity();
+    let mut out = Vec::new();
+    while control.running() && out.len() < 100_000 {
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await {
+            if r.is_err() {
+                break;
+            }
+            out.push((n, Instant::now(), *rx.borrow_and_update()));
+        }
+    }
+    out
 }
 
 /// Settings of the fleet.
@@ -106,8 +127,24 @@ pub struct FleetConfig {
 
 impl Fleet {
     /// Build the nodes on `rt` and start their loops and the probe.
-    pub fn start(rt: &Handle, cfg: &FleetConfig, control: Arc<Control>) -> Result<Fleet, String> {
+    pub fn start(
+        rt: &Handle,
+        cfg: &FleetConfig,
+        control: Arc<Control>,
+        coordinator_pid: Arc<AtomicU32>,
+    ) -> Result<Fleet, String> {
         let _enter = rt.enter();
+        let ticker = rt.spawn(run_ticker(Arc::clone(&control)));
+        let noise = {
+            let control = Arc::clone(&control);
+            let sampler = Sampler::new(coordinator_pid);
+            std::thread::Builder::new()
+                .name("chaos-noise".into())
+                .spawn(move || sampler.run(|| control.running(), || control.phase()))
+                .map_err(|e| format!("noise thread: {e}"))?
+        };
+        // Its first observation comes before the first call.
+        std::thread::sleep(Duration::from_millis(5));
         let mut nodes = Vec::with_capacity(cfg.nodes);
         for n in 0..cfg.nodes {
             let coordinator = Coordinator::builder()
@@ -149,24 +186,24 @@ impl Fleet {
                 ))
             })
             .collect();
+        let links = nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| rt.spawn(watch_link(n, node.clone(), Arc::clone(&control))))
+            .collect();
         let probe = rt.spawn(run_probe(
             cfg.url.clone(),
             cfg.rpc_timeout,
             Arc::clone(&control),
         ));
-        let lag = {
-            let control = Arc::clone(&control);
-            std::thread::Builder::new()
-                .name("chaos-lag".into())
-                .spawn(move || run_lag(&control))
-                .map_err(|e| format!("lag thread: {e}"))?
-        };
         Ok(Fleet {
             nodes,
             control,
             tasks,
             probe,
-            lag,
+            ticker,
+            links,
+            noise,
         })
     }
 
@@ -209,8 +246,18 @@ impl Fleet {
     }
 
     /// Stop every loop and collect the figures per phase: (decisions,
-    /// probes, worst scheduling lag), and every lag event.
-    pub async fn finish(self) -> (Vec<Decisions>, Vec<Probes>, Vec<Duration>, Vec<LagEvent>) {
+    /// probes, worst scheduling lag), what the noise sampler saw, and the
+    /// late ticks of the load runtime.
+    pub async fn finish(
+        self,
+    ) -> (
+        Vec<Decisions>,
+        Vec<Probes>,
+        Vec<Duration>,
+        Noise,
+        Vec<LagEvent>,
+        Vec<LinkChange>,
+    ) {
         self.control.stop.store(true, Ordering::Relaxed);
         let mut decisions: Vec<Decisions> = Vec::new();
         for t in self.tasks {
@@ -224,11 +271,16 @@ impl Fleet {
             }
         }
         let probes = self.probe.await.unwrap_or_default();
-        let lag = self.lag;
-        let (lag, events) = tokio::task::spawn_blocking(move || lag.join().unwrap_or_default())
+        let ticks = self.ticker.await.unwrap_or_default();
+        let mut links = Vec::new();
+        for l in self.links {
+            links.extend(l.await.unwrap_or_default());
+        }
+        let noise = self.noise;
+        let (noise, lag) = tokio::task::spawn_blocking(move || noise.join().unwrap_or_default())
             .await
             .unwrap_or_default();
-        (decisions, probes, lag, events)
+        (decisions, probes, lag, noise, ticks, links)
     }
 }
 
@@ -289,6 +341,7 @@ async fn run_node(n: usize, node: Node, control: Arc<Control>, limit: Duration) 
             node.circuits[i].clone()
         };
         let fail = flaky && rng.random_bool(0.2);
+        let rpcs = node.coordinator.stats().acquire_rpcs;
         let t0 = Instant::now();
         let decided = match circuit.acquire().await {
             Ok(permit) => {
@@ -307,35 +360,33 @@ async fn run_node(n: usize, node: Node, control: Arc<Control>, limit: Duration) 
             Err(e) => classify(&e),
         };
         let wait = t0.elapsed();
-        slot(&mut out, control.phase()).record(decided, t0, wait, limit);
+        let rpc = node.coordinator.stats().acquire_rpcs != rpcs;
+        let d = slot(&mut out, control.phase());
+        d.record_call(decided, t0, wait, limit, rpc);
+        if decided == Decided::Degraded {
+            d.note_degraded(n, t0);
+        }
         tokio::time::sleep(PACE).await;
     }
     out
 }
 
-/// CPU scheduling lag, measured by an OS thread outside every runtime:
-/// how much later than asked a 1 ms sleep wakes up. Returns the worst per
-/// phase, and every wake-up more than 0.5 ms late (at most 200 000). A
-/// client that blocks or sleeps cannot make this thread late; only the box
-/// can.
-fn run_lag(control: &Control) -> (Vec<Duration>, Vec<LagEvent>) {
-    let mut worst: Vec<Duration> = Vec::new();
+/// Lag of the load runtime itself: how much later than asked a 1 ms
+/// `tokio::time::sleep` on it wakes (timer granularity, task scheduling and
+/// the box together). Every wake-up more than 1 ms late, at most 200 000.
+async fn run_ticker(control: Arc<Control>) -> Vec<LagEvent> {
     let mut events = Vec::new();
     let tick = Duration::from_millis(1);
-    // A sleep may overshoot by the timer slack (50 us) and wake-up cost:
-    // that much is not lag.
-    let grace = Duration::from_micros(500);
     while control.running() {
         let t = Instant::now();
-        std::thread::sleep(tick);
-        let late = t.elapsed().saturating_sub(tick + grace);
+        tokio::time::sleep(tick).await;
+        // The timer rounds up to its next 1 ms slot: up to 2 ms is on time.
+        let late = t.elapsed().saturating_sub(2 * tick);
         if !late.is_zero() && events.len() < 200_000 {
             events.push((Instant::now(), late));
         }
-        let m = slot(&mut worst, control.phase());
-        *m = (*m).max(late);
     }
-    (worst, events)
+    events
 }
 
 async fn run_probe(url: String, deadline: Duration, control: Arc<Control>) -> Vec<Probes> {
@@ -356,15 +407,22 @@ async fn run_probe(url: String, deadline: Duration, control: Arc<Control>) -> Ve
             node_id: "chaos-probe".into(),
         });
         req.set_timeout(deadline);
-        let ok = matches!(
-            tokio::time::timeout(deadline, client.acquire(req)).await,
-            Ok(Ok(_))
-        );
+        let started = Instant::now();
+        let res = tokio::time::timeout(deadline, client.acquire(req)).await;
         let p = slot(&mut out, control.phase());
-        if ok {
+        let code = match &res {
+            Ok(Ok(_)) => None,
+            Ok(Err(s)) => Some(s.code()),
+            Err(_) => Some(tonic::Code::DeadlineExceeded),
+        };
+        if code.is_none() {
             p.ok += 1;
+            p.slowest = p.slowest.max(started.elapsed());
         } else {
             p.failed += 1;
+            if p.failures.len() < 10_000 {
+                p.failures.push((started, code, res.is_err()));
+            }
         }
         tokio::time::sleep(PROBE_PACE).await;
     }

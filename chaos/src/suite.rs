@@ -60,8 +60,11 @@ pub struct Plan {
     pub stop_for: Duration,
     /// Steady load after each stop.
     pub after_stop: Duration,
-    /// Flood.
+    /// Flood, at least.
     pub flood: Duration,
+    /// Flood at most, when the cap takes longer than `flood` to reach (see
+    /// [`flood::flood`]).
+    pub flood_longest: Duration,
     /// Malformed input.
     pub malformed: Duration,
     /// Malformed workers.
@@ -88,6 +91,7 @@ impl Plan {
             stop_for: Duration::from_secs(2),
             after_stop: Duration::from_secs(1),
             flood: Duration::from_secs(5),
+            flood_longest: Duration::from_secs(20),
             malformed: Duration::from_secs(4),
             malformed_workers: 2,
             tail: Duration::from_secs(1),
@@ -108,6 +112,7 @@ impl Plan {
             stop_for: Duration::from_secs(3),
             after_stop: Duration::from_secs(2),
             flood: Duration::from_secs(20),
+            flood_longest: Duration::from_secs(60),
             malformed: Duration::from_secs(15),
             malformed_workers: 4,
             tail: Duration::from_secs(2),
@@ -235,7 +240,7 @@ pub async fn run(plan: Plan, setup: Setup, load_rt: Handle) -> Result<Figures, S
         rpc_timeout: plan.rpc_timeout,
         decision_limit: plan.rpc_timeout + plan.slack,
     };
-    let fleet = Fleet::start(&load_rt, &fleet_cfg, Arc::clone(&control))?;
+    let fleet = Fleet::start(&load_rt, &fleet_cfg, Arc::clone(&control), Arc::clone(&pid))?;
     let admin = pb::admin_client::AdminClient::new(channel(addr)?);
     let mut run = Run {
         figures: Figures {
@@ -299,6 +304,7 @@ pub async fn run(plan: Plan, setup: Setup, load_rt: Handle) -> Result<Figures, S
         &run.launch.url(),
         "1",
         run.plan.flood,
+        run.plan.flood_longest,
         50_000_000,
     )
     .await?;
@@ -322,8 +328,10 @@ pub async fn run(plan: Plan, setup: Setup, load_rt: Handle) -> Result<Figures, S
         last.end = Some(Instant::now());
     }
 
-    let (decisions, probes, lag, lag_events) = fleet.finish().await;
-    run.figures.lag_events = lag_events;
+    let (decisions, probes, lag, noise, ticks, links) = fleet.finish().await;
+    run.figures.links = links;
+    run.figures.noise = noise;
+    run.figures.ticks = ticks;
     run.figures.malformed_workers = run.plan.malformed_workers;
     let _ = sampler.await;
     run.figures.memory = fl.cap_at.and_then(|cap_at| {
@@ -346,8 +354,10 @@ pub async fn run(plan: Plan, setup: Setup, load_rt: Handle) -> Result<Figures, S
             kind: p.kind,
             duration: p.end.unwrap_or_else(Instant::now) - p.start,
             decisions: decisions.get(i).cloned().unwrap_or_default(),
-            probes: probes.get(i).copied().unwrap_or_default(),
+            probes: probes.get(i).cloned().unwrap_or_default(),
             lag: lag.get(i).copied().unwrap_or_default(),
+            start: p.start,
+            end: p.end.unwrap_or_else(Instant::now),
         })
         .collect();
     run.figures.total = started.elapsed();
