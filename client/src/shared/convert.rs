@@ -1,42 +1,36 @@
 //! Conversions from what the coordinator sends (proto enums, policies,
-//! gRPC status codes) to the client's own types, in one place.
+//! gRPC status codes) to the client's own types, in one place. The enum
+//! and policy conversions are `breakerd-proto`'s; this module only decides
+//! what a client does with a value it does not know (a newer coordinator).
 
 use breakerd_policy::{OverrideKind, PolicySpec, RejectReason, State};
-use breakerd_proto::v1 as pb;
+use breakerd_proto::{policy as wire, v1 as pb};
 
 use crate::error::RefusalCode;
 
+/// A pushed state; `None` for `UNSPECIFIED` or a number this client does
+/// not know.
 pub(crate) fn state_from_proto(s: i32) -> Option<State> {
-    match pb::CircuitState::try_from(s) {
-        Ok(pb::CircuitState::Closed) => Some(State::Closed),
-        Ok(pb::CircuitState::Open) => Some(State::Open),
-        Ok(pb::CircuitState::HalfOpen) => Some(State::HalfOpen),
-        _ => None,
-    }
+    wire::state_from_proto(s).ok()
 }
 
+/// A reject reason; one this client does not know reads as `Open`, the
+/// reason that asks the least of the caller.
 pub(crate) fn reason_from_proto(r: i32) -> RejectReason {
-    match pb::RejectReason::try_from(r) {
-        Ok(pb::RejectReason::ProbesExhausted) => RejectReason::ProbesExhausted,
-        Ok(pb::RejectReason::ForcedOpen) => RejectReason::ForcedOpen,
-        _ => RejectReason::Open,
-    }
+    wire::reject_reason_from_proto(r).unwrap_or(RejectReason::Open)
 }
 
+/// An override in force; `None` for `NONE` or a kind this client does not
+/// know.
 pub(crate) fn override_from_proto(k: i32) -> Option<OverrideKind> {
-    match pb::OverrideKind::try_from(k) {
-        Ok(pb::OverrideKind::ForcedOpen) => Some(OverrideKind::ForcedOpen),
-        Ok(pb::OverrideKind::ForcedClosed) => Some(OverrideKind::ForcedClosed),
-        Ok(pb::OverrideKind::Disabled) => Some(OverrideKind::Disabled),
-        _ => None,
-    }
+    wire::override_kind_from_proto(k).ok()
 }
 
 /// The policy fields the coordinator sent, as a spec over the defaults. An
 /// enum number this client does not know (from a newer coordinator) leaves
 /// that field at its default rather than dropping the policy.
 pub(crate) fn spec_from_proto(p: &pb::Policy) -> PolicySpec {
-    breakerd_proto::policy::spec_from_proto(p).0
+    wire::spec_from_proto(p).0
 }
 
 /// What a failed RPC's status code means: `Some` when the coordinator
@@ -92,6 +86,28 @@ mod tests {
         let spec = policy.to_spec();
         assert_eq!(spec.consecutive_failures, Some(3));
         assert_eq!(spec.open_base_ms, Some(200));
+    }
+
+    #[test]
+    fn values_from_a_newer_coordinator_read_as_the_safe_default() {
+        assert_eq!(
+            state_from_proto(pb::CircuitState::HalfOpen.into()),
+            Some(State::HalfOpen)
+        );
+        assert_eq!(state_from_proto(0), None);
+        assert_eq!(state_from_proto(99), None);
+        assert_eq!(
+            reason_from_proto(pb::RejectReason::ProbesExhausted.into()),
+            RejectReason::ProbesExhausted
+        );
+        assert_eq!(reason_from_proto(99), RejectReason::Open);
+        assert_eq!(reason_from_proto(0), RejectReason::Open);
+        assert_eq!(
+            override_from_proto(pb::OverrideKind::Disabled.into()),
+            Some(OverrideKind::Disabled)
+        );
+        assert_eq!(override_from_proto(0), None);
+        assert_eq!(override_from_proto(-4), None);
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The one place where wire types meet core types: proto ↔ policy
-//! conversions, requests into what the core takes, the responses built
-//! from what it returns, and the exhaustive mapping of [`CoreError`] to
-//! gRPC status codes (adding an error variant forces a decision about its
-//! code here). The services only call these and the core.
+//! The one place where wire types meet core types: requests into what the
+//! core takes, the responses built from what it returns, and the exhaustive
+//! mapping of [`CoreError`] to gRPC status codes (adding an error variant
+//! forces a decision about its code here). Proto ↔ policy conversions
+//! themselves are `breakerd-proto`'s (feature `policy`); this module only
+//! turns their errors into statuses naming the field. The services only call these and the core.
 //!
 //! Everything arriving from the network is checked here before the core
 //! sees it: unknown enum numbers and `UNSPECIFIED` where a value is required
@@ -10,8 +11,8 @@
 
 use std::time::Duration;
 
-use breakerd_policy::{self as policy, Decision, Policy, PolicySpec};
-use breakerd_proto::v1 as pb;
+use breakerd_policy::{self as policy, Decision, PolicySpec};
+use breakerd_proto::{policy as wire, v1 as pb};
 use tonic::Status;
 
 use breakerd_core::{
@@ -58,43 +59,6 @@ pub fn policy_spec_from_proto(p: &pb::Policy) -> Result<PolicySpec, Status> {
     }
 }
 
-/// A validated policy with every field set, for responses.
-pub fn policy_to_proto(p: &Policy) -> pb::Policy {
-    let s = p.to_spec();
-    pb::Policy {
-        consecutive_failures: s.consecutive_failures,
-        window_kind: s.window_kind.map(|k| {
-            match k {
-                policy::WindowKind::Count => pb::WindowKind::Count,
-                policy::WindowKind::Time => pb::WindowKind::Time,
-            }
-            .into()
-        }),
-        window_size: s.window_size,
-        window_buckets: s.window_buckets,
-        minimum_calls: s.minimum_calls,
-        failure_rate_threshold: s.failure_rate_threshold,
-        slow_call_rate_threshold: s.slow_call_rate_threshold,
-        slow_call_duration_ms: s.slow_call_duration_ms,
-        quorum_nodes: s.quorum_nodes,
-        open_base_ms: s.open_base_ms,
-        open_backoff_multiplier: s.open_backoff_multiplier,
-        open_max_ms: s.open_max_ms,
-        open_jitter: s.open_jitter,
-        half_open_max_probes: s.half_open_max_probes,
-        probe_lease_ms: s.probe_lease_ms,
-        successes_to_close: s.successes_to_close,
-        degraded_mode: s.degraded_mode.map(|m| {
-            match m {
-                policy::DegradedMode::Local => pb::DegradedMode::Local,
-                policy::DegradedMode::FailOpen => pb::DegradedMode::FailOpen,
-                policy::DegradedMode::FailClosed => pb::DegradedMode::FailClosed,
-            }
-            .into()
-        }),
-    }
-}
-
 /// A report's outcome; `UNSPECIFIED` and unknown numbers are refused.
 /// `field` names the offending field in the error; it is only called on
 /// error, so the hot report path formats nothing.
@@ -102,68 +66,18 @@ pub fn outcome_from_proto(
     n: i32,
     field: impl FnOnce() -> String,
 ) -> Result<policy::Outcome, Status> {
-    match pb::Outcome::try_from(n) {
-        Ok(pb::Outcome::Success) => Ok(policy::Outcome::Success),
-        Ok(pb::Outcome::Failure) => Ok(policy::Outcome::Failure),
-        Ok(pb::Outcome::Ignored) => Ok(policy::Outcome::Ignored),
-        Ok(pb::Outcome::Unspecified) => {
-            Err(invalid(&field(), "OUTCOME_UNSPECIFIED is not an outcome"))
-        }
-        Err(_) => Err(invalid(&field(), format!("unknown Outcome {n}"))),
-    }
+    wire::outcome_from_proto(n).map_err(|e| invalid(&field(), e))
 }
 
 /// The kind of a SetOverride; `NONE` (use ClearOverride) and unknown numbers
 /// are refused.
 pub fn override_kind_from_proto(n: i32) -> Result<policy::OverrideKind, Status> {
-    match pb::OverrideKind::try_from(n) {
-        Ok(pb::OverrideKind::ForcedOpen) => Ok(policy::OverrideKind::ForcedOpen),
-        Ok(pb::OverrideKind::ForcedClosed) => Ok(policy::OverrideKind::ForcedClosed),
-        Ok(pb::OverrideKind::Disabled) => Ok(policy::OverrideKind::Disabled),
-        Ok(pb::OverrideKind::None) => Err(invalid(
-            "kind",
-            "OVERRIDE_KIND_NONE is not an override; use ClearOverride",
-        )),
-        Err(_) => Err(invalid("kind", format!("unknown OverrideKind {n}"))),
-    }
+    wire::override_kind_from_proto(n).map_err(|e| invalid("kind", e))
 }
 
 /// A state filter of ListCircuits; `UNSPECIFIED` is "any state".
 pub fn state_filter_from_proto(n: i32) -> Result<Option<policy::State>, Status> {
-    match pb::CircuitState::try_from(n) {
-        Ok(pb::CircuitState::Unspecified) => Ok(None),
-        Ok(pb::CircuitState::Closed) => Ok(Some(policy::State::Closed)),
-        Ok(pb::CircuitState::Open) => Ok(Some(policy::State::Open)),
-        Ok(pb::CircuitState::HalfOpen) => Ok(Some(policy::State::HalfOpen)),
-        Err(_) => Err(invalid("state", format!("unknown CircuitState {n}"))),
-    }
-}
-
-/// A breaker state on the wire.
-pub fn state_to_proto(s: policy::State) -> pb::CircuitState {
-    match s {
-        policy::State::Closed => pb::CircuitState::Closed,
-        policy::State::Open => pb::CircuitState::Open,
-        policy::State::HalfOpen => pb::CircuitState::HalfOpen,
-    }
-}
-
-/// An override kind on the wire.
-pub fn override_kind_to_proto(k: policy::OverrideKind) -> pb::OverrideKind {
-    match k {
-        policy::OverrideKind::ForcedOpen => pb::OverrideKind::ForcedOpen,
-        policy::OverrideKind::ForcedClosed => pb::OverrideKind::ForcedClosed,
-        policy::OverrideKind::Disabled => pb::OverrideKind::Disabled,
-    }
-}
-
-/// A reject reason on the wire.
-pub fn reject_reason_to_proto(r: policy::RejectReason) -> pb::RejectReason {
-    match r {
-        policy::RejectReason::Open => pb::RejectReason::Open,
-        policy::RejectReason::ProbesExhausted => pb::RejectReason::ProbesExhausted,
-        policy::RejectReason::ForcedOpen => pb::RejectReason::ForcedOpen,
-    }
+    wire::state_filter_from_proto(n).map_err(|e| invalid("state", e))
 }
 
 /// Milliseconds of an elapsed duration, rounded down and saturating.
@@ -180,7 +94,7 @@ pub fn ms_ceil(d: Duration) -> u64 {
 /// An override in force on the wire.
 pub fn override_to_proto(o: &OverrideSnapshot) -> pb::Override {
     pb::Override {
-        kind: override_kind_to_proto(o.kind).into(),
+        kind: pb::OverrideKind::from(o.kind).into(),
         reason: o.reason.clone(),
         actor: o.actor.clone(),
         // 0 means "never lapses", so one about to lapse reads as 1 ms.
@@ -192,11 +106,11 @@ pub fn override_to_proto(o: &OverrideSnapshot) -> pb::Override {
 pub fn snapshot_to_proto(s: &CircuitSnapshot) -> pb::CircuitSnapshot {
     pb::CircuitSnapshot {
         name: s.name.to_string(),
-        state: state_to_proto(s.state).into(),
+        state: pb::CircuitState::from(s.state).into(),
         generation: s.generation,
         open_remaining_ms: ms_ceil(s.open_remaining),
         policy_version: s.policy_version,
-        policy: Some(policy_to_proto(&s.policy)),
+        policy: Some(pb::Policy::from(&s.policy)),
         r#override: s.override_.as_ref().map(override_to_proto),
         deleted: s.deleted,
     }
@@ -205,8 +119,8 @@ pub fn snapshot_to_proto(s: &CircuitSnapshot) -> pb::CircuitSnapshot {
 /// A history entry on the wire.
 pub fn transition_to_proto(t: &TransitionView) -> pb::Transition {
     pb::Transition {
-        from: state_to_proto(t.from).into(),
-        to: state_to_proto(t.to).into(),
+        from: pb::CircuitState::from(t.from).into(),
+        to: pb::CircuitState::from(t.to).into(),
         generation: t.generation,
         age_ms: ms(t.age),
         reason: t.cause.as_str().to_owned(),
@@ -217,28 +131,8 @@ pub fn transition_to_proto(t: &TransitionView) -> pb::Transition {
 pub fn detail_to_proto(d: &CircuitDetail) -> pb::CircuitDetail {
     pb::CircuitDetail {
         snapshot: Some(snapshot_to_proto(&d.snapshot)),
-        counters: Some(counters_to_proto(&d.counters)),
+        counters: Some(pb::Counters::from(&d.counters)),
         history: d.history.iter().map(transition_to_proto).collect(),
-    }
-}
-
-/// Counters on the wire.
-pub fn counters_to_proto(c: &policy::Counters) -> pb::Counters {
-    pb::Counters {
-        consecutive_failures: c.consecutive_failures,
-        window_calls: c.window_calls,
-        window_failures: c.window_failures,
-        window_slow_calls: c.window_slow_calls,
-        probes_in_flight: c.probes_in_flight,
-        half_open_successes: c.half_open_successes,
-        consecutive_trips: c.consecutive_trips,
-        total_allowed: c.total_allowed,
-        total_rejected: c.total_rejected,
-        total_successes: c.total_successes,
-        total_failures: c.total_failures,
-        total_ignored: c.total_ignored,
-        total_stale: c.total_stale,
-        total_leases_expired: c.total_leases_expired,
     }
 }
 
@@ -281,7 +175,7 @@ pub fn acquire_to_proto(out: &AcquireOutcome) -> pb::AcquireResponse {
         } => pb::AcquireResponse {
             allowed: true,
             generation,
-            state: state_to_proto(state).into(),
+            state: pb::CircuitState::from(state).into(),
             lease_id: lease.map_or(0, |l| l.id),
             lease_ttl_ms: lease.map_or(0, |l| ms_ceil(l.ttl)),
             retry_after_ms: 0,
@@ -296,11 +190,11 @@ pub fn acquire_to_proto(out: &AcquireOutcome) -> pb::AcquireResponse {
         } => pb::AcquireResponse {
             allowed: false,
             generation,
-            state: state_to_proto(state).into(),
+            state: pb::CircuitState::from(state).into(),
             lease_id: 0,
             lease_ttl_ms: 0,
             retry_after_ms: ms_ceil(retry_after),
-            reject_reason: reject_reason_to_proto(reason).into(),
+            reject_reason: pb::RejectReason::from(reason).into(),
             policy_version: out.policy_version,
         },
     }
@@ -371,6 +265,7 @@ pub fn audit_event_to_proto(r: AuditRecord) -> pb::AuditEvent {
 mod tests {
     use super::*;
     use breakerd_core::NameProblem;
+    use breakerd_policy::Policy;
     use tonic::Code;
 
     #[test]
@@ -424,7 +319,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        let wire = policy_to_proto(&p);
+        let wire = pb::Policy::from(&p);
         assert_eq!(
             Policy::default()
                 .apply(&policy_spec_from_proto(&wire).unwrap())

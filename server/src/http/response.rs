@@ -21,9 +21,18 @@ pub fn respond(status: StatusCode, content_type: &'static str, body: impl Into<B
     res
 }
 
-/// A JSON response.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
-    respond(status, "application/json", value.to_string())
+/// A JSON response. The API's types only hold strings, numbers and
+/// string-keyed maps, which always serialize; should one ever fail, the
+/// client gets a 500 saying so rather than a truncated body.
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => respond(status, "application/json", body),
+        Err(e) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application/json",
+            serde_json::json!({ "error": format!("response did not serialize: {e}") }).to_string(),
+        ),
+    }
 }
 
 /// A JSON error: `{"error": message}`.

@@ -32,11 +32,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    api::snapshot_json,
     response::error,
     state::{HttpState, MAX_SSE_CLIENTS},
 };
-use breakerd_core::WatchUpdate;
+use breakerd_core::{CircuitSnapshot, WatchUpdate};
 
 /// Interval of keep-alive comments on an idle stream.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -51,8 +50,8 @@ impl Drop for Client {
 }
 
 /// One SSE frame.
-fn frame(event: &str, update: &[Arc<breakerd_core::CircuitSnapshot>]) -> Bytes {
-    let circuits: Vec<_> = update.iter().map(|s| snapshot_json(s)).collect();
+fn frame(event: &str, update: &[Arc<CircuitSnapshot>]) -> Bytes {
+    let circuits: Vec<&CircuitSnapshot> = update.iter().map(|s| &**s).collect();
     // serde_json never writes a raw newline, so `data:` is one line.
     Bytes::from(format!(
         "event: {event}\ndata: {}\n\n",
