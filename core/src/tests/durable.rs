@@ -154,6 +154,98 @@ impl DurableState for Gated {
     }
 }
 
+/// A store that keeps nothing, for registries built from made-up records.
+#[derive(Debug)]
+struct Nowhere;
+
+impl DurableState for Nowhere {
+    fn put(&self, _: crate::store::CircuitRecord) {}
+    fn forget(&self, _: &str) {}
+    fn audit(&self, _: crate::store::AuditRecord) {}
+    fn flush(&self) -> Flush<'_> {
+        Box::pin(async { Ok(()) })
+    }
+    fn read_audit(
+        &self,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<crate::store::AuditRecord>, crate::store::StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// What a wall clock running 10 years ahead leaves in the store.
+const TEN_YEARS_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+#[tokio::test(start_paused = true)]
+async fn restored_deadlines_far_ahead_are_capped() {
+    use crate::store::{CircuitRecord, Clocks, OverrideRecord};
+    let far = Clocks::now().unix_ms + TEN_YEARS_MS;
+    let record = |name: &str, state, open_until_ms, override_| CircuitRecord {
+        name: name.into(),
+        state,
+        generation: 5,
+        open_until_ms,
+        consecutive_trips: 1,
+        admin_policy: None,
+        override_,
+    };
+    let loaded = crate::store::Loaded {
+        epoch: 2,
+        circuits: vec![
+            record("far-open", State::Open, Some(far), None),
+            record(
+                "far-override",
+                State::Closed,
+                None,
+                Some(OverrideRecord {
+                    kind: OverrideKind::ForcedOpen,
+                    reason: "incident".into(),
+                    actor: "ops".into(),
+                    expires_at_ms: Some(far),
+                }),
+            ),
+        ],
+        recovery: None,
+    };
+    // open_max 600 s with 10 % jitter: at most 660 s open.
+    let defaults = PolicySpec::default();
+    let longest = breakerd_policy::Policy::try_from(&defaults)
+        .unwrap()
+        .longest_open();
+    assert_eq!(longest, Duration::from_secs(660));
+    let r = Registry::restore(
+        RegistryConfig::default(),
+        PolicyResolver::new(defaults, Vec::new()).unwrap(),
+        Nowhere,
+        loaded,
+    );
+    r.spawn_background(std::future::pending());
+
+    let open = r.get("far-open").unwrap().snapshot;
+    assert_eq!(open.state, State::Open);
+    assert_eq!(
+        open.open_remaining, longest,
+        "capped at the longest open time"
+    );
+    let over = r.get("far-override").unwrap().snapshot;
+    assert_eq!(
+        over.override_.unwrap().expires_in,
+        Some(breakerd_policy::MAX_OVERRIDE_TTL)
+    );
+
+    // Just before the cap it is still open; at the cap the driver
+    // half-opens it (no sleep: the paused clock jumps).
+    let mut ticks = r.driver_ticks.subscribe();
+    tokio::time::advance(longest - Duration::from_millis(1)).await;
+    assert_eq!(r.get("far-open").unwrap().snapshot.state, State::Open);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    timeout(WAIT, ticks.changed()).await.unwrap().unwrap();
+    let open = r.get("far-open").unwrap().snapshot;
+    assert_eq!(open.state, State::HalfOpen);
+    assert!(r.acquire("far-open", "n").unwrap().decision.is_allowed());
+}
+
 #[tokio::test]
 async fn changes_are_answered_only_once_durable() {
     let gate = Arc::new(Gate {
