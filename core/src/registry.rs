@@ -128,11 +128,18 @@ impl Registry {
                 inner: Mutex::new(CircuitInner::new(breaker, admin_spec)),
                 last_used: AtomicU64::new(0),
             });
-            // Nothing is written back: what restoring changed (a deadline
-            // that passed, the new generation floor) is derived again the
+            // What restoring changed is mostly not written back: a deadline
+            // that passed and the new generation floor are derived again the
             // same way on the next start, and later changes are persisted as
-            // they happen.
-            registry.schedule(&circuit, &mut circuit.inner.lock(), now);
+            // they happen. A capped deadline is written back: the cap counts
+            // from this start, so restarts in a row must not each grant a
+            // fresh longest open time to a deadline from the far future.
+            let mut inner = circuit.inner.lock();
+            if !capped.is_empty() {
+                registry.persist(&circuit, &inner, now);
+            }
+            registry.schedule(&circuit, &mut inner, now);
+            drop(inner);
             // Durable state is never dropped for the cap: restored circuits
             // count against it but are all kept.
             registry.reserved.fetch_add(1, Ordering::AcqRel);

@@ -154,12 +154,15 @@ impl DurableState for Gated {
     }
 }
 
-/// A store that keeps nothing, for registries built from made-up records.
-#[derive(Debug)]
-struct Nowhere;
+/// A store that only notes the records put, for registries built from
+/// made-up records.
+#[derive(Debug, Clone, Default)]
+struct Noted(Arc<parking_lot::Mutex<Vec<crate::store::CircuitRecord>>>);
 
-impl DurableState for Nowhere {
-    fn put(&self, _: crate::store::CircuitRecord) {}
+impl DurableState for Noted {
+    fn put(&self, record: crate::store::CircuitRecord) {
+        self.0.lock().push(record);
+    }
     fn forget(&self, _: &str) {}
     fn audit(&self, _: crate::store::AuditRecord) {}
     fn flush(&self) -> Flush<'_> {
@@ -180,7 +183,8 @@ const TEN_YEARS_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 #[tokio::test(start_paused = true)]
 async fn restored_deadlines_far_ahead_are_capped() {
     use crate::store::{CircuitRecord, Clocks, OverrideRecord};
-    let far = Clocks::now().unix_ms + TEN_YEARS_MS;
+    let start_ms = Clocks::now().unix_ms;
+    let far = start_ms + TEN_YEARS_MS;
     let record = |name: &str, state, open_until_ms, override_| CircuitRecord {
         name: name.into(),
         state,
@@ -214,13 +218,30 @@ async fn restored_deadlines_far_ahead_are_capped() {
         .unwrap()
         .longest_open();
     assert_eq!(longest, Duration::from_secs(660));
+    let noted = Noted::default();
     let r = Registry::restore(
         RegistryConfig::default(),
         PolicyResolver::new(defaults, Vec::new()).unwrap(),
-        Nowhere,
+        noted.clone(),
         loaded,
     );
     r.spawn_background(std::future::pending());
+    // The capped deadlines are written back, so the next start does not
+    // grant them a fresh cap. (The wall clock runs on while the tokio clock
+    // is paused: allow a minute of it.)
+    let written = std::mem::take(&mut *noted.0.lock());
+    let by_name = |n: &str| written.iter().find(|w| w.name == n).expect(n).clone();
+    let open_ms = by_name("far-open").open_until_ms.expect("open deadline");
+    assert!(
+        (start_ms + 660_000..start_ms + 720_000).contains(&open_ms),
+        "{open_ms} vs start {start_ms}"
+    );
+    let ttl_ms = breakerd_policy::MAX_OVERRIDE_TTL.as_millis() as u64;
+    let expiry_ms = by_name("far-override")
+        .override_
+        .and_then(|o| o.expires_at_ms)
+        .expect("override expiry");
+    assert!((start_ms + ttl_ms..start_ms + ttl_ms + 60_000).contains(&expiry_ms));
 
     let open = r.get("far-open").unwrap().snapshot;
     assert_eq!(open.state, State::Open);
