@@ -34,7 +34,9 @@
 //! `failure_rate_threshold` or `slow_call_rate_threshold` (shadow mode is a
 //! `DISABLED` override). The admin API's other numbers are clamped or
 //! refused where they are read: a list `page_size` is clamped to 1000
-//! (0: the default), an audit `limit` must be within 0..=1000.
+//! (0: the default), an audit `limit` must be within 0..=1000. On the data
+//! plane a report's `age_us` is clamped to 10 s and its `latency_us` is
+//! taken as it is (any latency up to the slow-call bound can be reported).
 //!
 //! **Restored deadlines.** Deadlines are saved in wall-clock time, so a wall
 //! clock that was ahead when they were written leaves them far in the
