@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakerd_policy::{Override, OverrideKind, PolicySpec};
+use breakerd_policy::{MAX_OVERRIDE_TTL, Override, OverrideKind, PolicySpec};
 
 use crate::admission::{Admission, AdmitAll, Refused};
 use crate::circuit::{record_of, snapshot_of};
@@ -118,7 +118,8 @@ impl Registry {
     }
 
     /// Sets an operator override on `name` (creating the circuit), lapsing
-    /// after `expires_in` when given.
+    /// after `expires_in` when given (1 ms up to [`MAX_OVERRIDE_TTL`], else
+    /// `InvalidArgument` naming `expires_in_ms`).
     ///
     /// Answered once the change is durable.
     pub async fn set_override(
@@ -276,15 +277,14 @@ impl Registry {
         let now = now();
         let expires_at = match expires_in {
             None => None,
-            Some(d) if d.is_zero() => {
-                return Err(Refused::Core(CoreError::InvalidArgument(
-                    "expires_in must be positive (omit it for an override that never lapses)"
-                        .into(),
-                )));
+            Some(d) if d.is_zero() || d > MAX_OVERRIDE_TTL => {
+                return Err(Refused::Core(CoreError::InvalidArgument(format!(
+                    "expires_in_ms: must be within 1..={} (no expiry keeps the override until cleared), not {}",
+                    MAX_OVERRIDE_TTL.as_millis(),
+                    d.as_millis()
+                ))));
             }
-            Some(d) => Some(now.checked_add(d).ok_or_else(|| {
-                CoreError::InvalidArgument(format!("expires_in {d:?} is too far in the future"))
-            })?),
+            Some(d) => Some(now + d),
         };
         self.with_created(name, now, admission, |circuit, inner| {
             let before = record_of(&circuit.name, inner, now);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use breakerd_policy::{Breaker, Generation, NodeId};
+use breakerd_policy::{Breaker, Generation, MAX_OVERRIDE_TTL, NodeId};
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
@@ -78,7 +78,11 @@ impl Registry {
     /// [`DurableState`] seam), holding every circuit `loaded` from it:
     /// overrides, admin policies, backoff memory, and open circuits until
     /// their original deadline (downtime counted). Every generation of this
-    /// run is above those of earlier runs.
+    /// run is above those of earlier runs. A stored deadline further ahead
+    /// than a running coordinator could have set is capped, with a warning:
+    /// an open deadline at the policy's longest open time from now, an
+    /// override expiry at [`MAX_OVERRIDE_TTL`] (see
+    /// [`breakerd_policy::bounds`]).
     pub fn restore(
         config: RegistryConfig,
         resolver: PolicyResolver,
@@ -107,17 +111,35 @@ impl Registry {
             };
             let mut saved = record.to_persisted(clocks);
             saved.generation = saved.generation.max(floor);
+            // Deadlines are stored in wall-clock time: one written while
+            // the wall clock ran ahead lies far in the future. It is capped
+            // at what this policy could set now (`Breaker::restore` applies
+            // the same cap; here it is reported).
+            let capped = saved.cap_deadlines(&policy, now);
+            if let Some(ahead) = capped.open_until {
+                tracing::warn!(circuit = %record.name, stored_ahead_ms = ahead.as_millis() as u64, cap_ms = policy.longest_open().as_millis() as u64, "stored open deadline lies beyond the policy's longest open time (did the wall clock run ahead?); capped");
+            }
+            if let Some(ahead) = capped.override_expiry {
+                tracing::warn!(circuit = %record.name, stored_ahead_ms = ahead.as_millis() as u64, cap_ms = MAX_OVERRIDE_TTL.as_millis() as u64, "stored override expiry lies beyond the override horizon (did the wall clock run ahead?); capped");
+            }
             let breaker = Breaker::restore(policy, NodeId::from_name(&record.name).0, saved, now);
             let circuit = Arc::new(Circuit {
                 name: CircuitName::new(&record.name),
                 inner: Mutex::new(CircuitInner::new(breaker, admin_spec)),
                 last_used: AtomicU64::new(0),
             });
-            // Nothing is written back: what restoring changed (a deadline
-            // that passed, the new generation floor) is derived again the
+            // What restoring changed is mostly not written back: a deadline
+            // that passed and the new generation floor are derived again the
             // same way on the next start, and later changes are persisted as
-            // they happen.
-            registry.schedule(&circuit, &mut circuit.inner.lock(), now);
+            // they happen. A capped deadline is written back: the cap counts
+            // from this start, so restarts in a row must not each grant a
+            // fresh longest open time to a deadline from the far future.
+            let mut inner = circuit.inner.lock();
+            if !capped.is_empty() {
+                registry.persist(&circuit, &inner, now);
+            }
+            registry.schedule(&circuit, &mut inner, now);
+            drop(inner);
             // Durable state is never dropped for the cap: restored circuits
             // count against it but are all kept.
             registry.reserved.fetch_add(1, Ordering::AcqRel);

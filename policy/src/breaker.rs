@@ -175,12 +175,17 @@ impl Breaker {
     /// memory; soft counters start afresh and no probe is in flight. An
     /// open circuit without a deadline and without the forced-open override
     /// that would explain it is restored half-open, so it probes first.
+    /// Deadlines beyond what this policy could have set are capped first
+    /// ([`Persisted::cap_deadlines`]): a wall clock that ran ahead cannot
+    /// keep a circuit open, or an override in force, for years.
     pub fn restore(
         policy: impl Into<Arc<Policy>>,
         seed: u64,
-        saved: Persisted,
+        mut saved: Persisted,
         now: Instant,
     ) -> Self {
+        let policy = policy.into();
+        saved.cap_deadlines(&policy, now);
         let mut b = Self::new(policy, saved.generation, seed, now);
         if saved.consecutive_trips > 0 {
             b.cold_mut().consecutive_trips = saved.consecutive_trips;

@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bounds;
 mod breaker;
 mod name;
 mod policy;
@@ -29,12 +30,14 @@ mod quorum;
 mod types;
 mod window;
 
+pub use bounds::{
+    CappedDeadlines, MAX_BACKOFF_MULTIPLIER, MAX_CONSECUTIVE_FAILURES, MAX_COUNT_WINDOW,
+    MAX_MINIMUM_CALLS, MAX_OPEN, MAX_OVERRIDE_TTL, MAX_PROBE_LEASE, MAX_PROBES, MAX_QUORUM_NODES,
+    MAX_SLOW_CALL, MAX_TIME_WINDOW, MAX_WINDOW_BUCKETS,
+};
 pub use breaker::{Breaker, HISTORY_LEN};
 pub use name::{MAX_NAME_LEN, NameProblem, name_problem};
-pub use policy::{
-    DegradedMode, InvalidPolicy, MAX_COUNT_WINDOW, MAX_OPEN, MAX_PROBE_LEASE, MAX_PROBES,
-    MAX_QUORUM_NODES, MAX_TIME_WINDOW, MAX_WINDOW_BUCKETS, Policy, PolicySpec, WindowKind,
-};
+pub use policy::{DegradedMode, InvalidPolicy, Policy, PolicySpec, WindowKind};
 pub use types::{
     Counters, Decision, Generation, Lease, LeaseId, NodeId, Outcome, Override, OverrideKind,
     Persisted, Recorded, RejectReason, Report, State, Transition, TransitionCause,

@@ -5,6 +5,7 @@
 //! then per-circuit admin changes. Each layer is a `PolicySpec` whose set
 //! fields win; [`Policy::apply`] merges one onto a policy and checks the
 //! result, so an invalid combination is refused before it reaches a breaker.
+//! The bound of every field is listed in [`crate::bounds`].
 
 use std::time::Duration;
 
@@ -86,29 +87,13 @@ pub struct InvalidPolicy {
 }
 
 impl InvalidPolicy {
-    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
         Self {
             field,
             reason: reason.into(),
         }
     }
 }
-
-/// Largest quorum a policy may ask for; also bounds the per-circuit set of
-/// distinct failing nodes a breaker tracks.
-pub const MAX_QUORUM_NODES: u32 = 64;
-/// Largest count window, in calls (bounds per-circuit memory).
-pub const MAX_COUNT_WINDOW: u64 = 10_000;
-/// Largest time window.
-pub const MAX_TIME_WINDOW: Duration = Duration::from_secs(3600);
-/// Most buckets in a time window.
-pub const MAX_WINDOW_BUCKETS: u32 = 600;
-/// Longest open duration a policy may configure.
-pub const MAX_OPEN: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Most probes a half-open circuit may have in flight.
-pub const MAX_PROBES: u32 = 1000;
-/// Longest probe lease.
-pub const MAX_PROBE_LEASE: Duration = Duration::from_secs(3600);
 
 /// A validated breaker policy. Build one with [`Policy::default`] and
 /// [`Policy::apply`]; every value in it has been checked.
@@ -230,148 +215,9 @@ impl Policy {
         Ok(p)
     }
 
+    /// Checks every field against its bound (see [`crate::bounds`]).
     fn validate(&self) -> Result<(), InvalidPolicy> {
-        fn rate(field: &'static str, v: f64) -> Result<(), InvalidPolicy> {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(InvalidPolicy::new(
-                    field,
-                    format!("{v} is not within 0..=1 (0 disables)"),
-                ));
-            }
-            Ok(())
-        }
-        if self.consecutive_failures > 1_000_000 {
-            return Err(InvalidPolicy::new(
-                "consecutive_failures",
-                "must be at most 1000000",
-            ));
-        }
-        rate("failure_rate_threshold", self.failure_rate_threshold)?;
-        rate("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
-        if self.consecutive_failures == 0
-            && self.failure_rate_threshold == 0.0
-            && self.slow_call_rate_threshold == 0.0
-        {
-            return Err(InvalidPolicy::new(
-                "consecutive_failures",
-                "every trip rule is disabled; set consecutive_failures, failure_rate_threshold or slow_call_rate_threshold (use a DISABLED override for shadow mode)",
-            ));
-        }
-        match self.window_kind {
-            WindowKind::Count => {
-                if !(1..=MAX_COUNT_WINDOW).contains(&self.window_size) {
-                    return Err(InvalidPolicy::new(
-                        "window_size",
-                        format!(
-                            "a count window holds 1..={MAX_COUNT_WINDOW} calls, not {}",
-                            self.window_size
-                        ),
-                    ));
-                }
-            }
-            WindowKind::Time => {
-                if !(1..=MAX_WINDOW_BUCKETS).contains(&self.window_buckets) {
-                    return Err(InvalidPolicy::new(
-                        "window_buckets",
-                        format!(
-                            "must be within 1..={MAX_WINDOW_BUCKETS}, not {}",
-                            self.window_buckets
-                        ),
-                    ));
-                }
-                let max_ms = MAX_TIME_WINDOW.as_millis() as u64;
-                if self.window_size < u64::from(self.window_buckets) || self.window_size > max_ms {
-                    return Err(InvalidPolicy::new(
-                        "window_size",
-                        format!(
-                            "a time window lasts {}..={max_ms} ms (at least 1 ms per bucket), not {}",
-                            self.window_buckets, self.window_size
-                        ),
-                    ));
-                }
-            }
-        }
-        if self.minimum_calls == 0 {
-            return Err(InvalidPolicy::new("minimum_calls", "must be at least 1"));
-        }
-        if self.window_kind == WindowKind::Count && u64::from(self.minimum_calls) > self.window_size
-        {
-            return Err(InvalidPolicy::new(
-                "minimum_calls",
-                format!(
-                    "{} can never be reached by a count window of {} calls",
-                    self.minimum_calls, self.window_size
-                ),
-            ));
-        }
-        if self.slow_call_duration.is_zero() {
-            return Err(InvalidPolicy::new(
-                "slow_call_duration_ms",
-                "must be at least 1",
-            ));
-        }
-        if self.quorum_nodes > MAX_QUORUM_NODES {
-            return Err(InvalidPolicy::new(
-                "quorum_nodes",
-                format!(
-                    "must be at most {MAX_QUORUM_NODES}, not {}",
-                    self.quorum_nodes
-                ),
-            ));
-        }
-        if self.open_base.is_zero() || self.open_base > MAX_OPEN {
-            return Err(InvalidPolicy::new(
-                "open_base_ms",
-                format!("must be within 1..={} ms", MAX_OPEN.as_millis()),
-            ));
-        }
-        if !(1.0..=100.0).contains(&self.open_backoff_multiplier) {
-            return Err(InvalidPolicy::new(
-                "open_backoff_multiplier",
-                format!("{} is not within 1..=100", self.open_backoff_multiplier),
-            ));
-        }
-        if self.open_max < self.open_base || self.open_max > MAX_OPEN {
-            return Err(InvalidPolicy::new(
-                "open_max_ms",
-                format!(
-                    "must be within open_base_ms ({})..={} ms",
-                    self.open_base.as_millis(),
-                    MAX_OPEN.as_millis()
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.open_jitter) {
-            return Err(InvalidPolicy::new(
-                "open_jitter",
-                format!("{} is not within 0..=1", self.open_jitter),
-            ));
-        }
-        if !(1..=MAX_PROBES).contains(&self.half_open_max_probes) {
-            return Err(InvalidPolicy::new(
-                "half_open_max_probes",
-                format!(
-                    "must be within 1..={MAX_PROBES}, not {}",
-                    self.half_open_max_probes
-                ),
-            ));
-        }
-        if self.probe_lease.is_zero() || self.probe_lease > MAX_PROBE_LEASE {
-            return Err(InvalidPolicy::new(
-                "probe_lease_ms",
-                format!("must be within 1..={} ms", MAX_PROBE_LEASE.as_millis()),
-            ));
-        }
-        if !(1..=MAX_PROBES).contains(&self.successes_to_close) {
-            return Err(InvalidPolicy::new(
-                "successes_to_close",
-                format!(
-                    "must be within 1..={MAX_PROBES}, not {}",
-                    self.successes_to_close
-                ),
-            ));
-        }
-        Ok(())
+        crate::bounds::check(self)
     }
 
     /// Every field of this policy as a fully set spec (for the wire and for
@@ -430,6 +276,13 @@ impl Policy {
         } else {
             Duration::from_secs_f64(secs)
         }
+    }
+
+    /// The longest a trip can hold this policy's circuit open:
+    /// `open_max` plus its full jitter. Restored open deadlines are capped
+    /// at this from the moment of the restart.
+    pub fn longest_open(&self) -> Duration {
+        self.jittered(self.open_max, 1.0)
     }
 
     /// The jittered open duration: `base` plus `jitter * unit * base`, where

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use crate::policy::MAX_QUORUM_NODES;
+use crate::bounds::MAX_QUORUM_NODES;
 use crate::types::NodeId;
 
 #[derive(Debug, Clone, Copy)]

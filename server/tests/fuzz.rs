@@ -52,6 +52,8 @@ const DEFAULT_CASES: u32 = 120_000;
 const MAX_CIRCUITS: usize = 64;
 /// Cap of tracked clients of the limited services.
 const MAX_CLIENTS: usize = 16;
+/// Longest override expiry, in ms: generated on both sides.
+const EXPIRY_CAP_MS: u64 = breakerd_policy::MAX_OVERRIDE_TTL.as_millis() as u64;
 
 /// This test's share of the cases.
 fn cases(share: f64) -> u32 {
@@ -415,9 +417,23 @@ fn opt_u64(kind: u8, raw: u64) -> Option<u64> {
         3 => Some(raw % 100),
         4 => Some(1_000 + raw % 100_000),
         5 => Some(u64::MAX),
+        // At or just past one of the policy bounds.
+        6 => Some(BOUNDS[(raw % BOUNDS.len() as u64) as usize] + (raw >> 32) % 2),
         _ => Some(raw),
     }
 }
+
+/// The upper bounds of the policy's numeric fields (breakerd_policy::bounds).
+const BOUNDS: [u64; 8] = [
+    64,
+    600,
+    1_000,
+    10_000,
+    1_000_000,
+    3_600_000,
+    604_800_000,
+    2_592_000_000,
+];
 
 fn opt_u32(kind: u8, raw: u64) -> Option<u32> {
     opt_u64(kind, raw).map(|v| match kind % 8 {
@@ -528,7 +544,7 @@ fn request() -> impl Strategy<Value = Req> {
             .prop_map(|(prefix, state, page_size, page_token)| Req::List(pb::ListCircuitsRequest { prefix, state, page_size, page_token })),
         3 => (name(), prop_oneof![1 => Just(None), 6 => policy().prop_map(Some)], text(), text())
             .prop_map(|(name, policy, actor, reason)| Req::SetPolicy(pb::SetPolicyRequest { name, policy, actor, reason })),
-        2 => (name(), enum_number(), text(), text(), prop_oneof![Just(0u64), 1..100_000u64, any::<u64>()])
+        2 => (name(), enum_number(), text(), text(), prop_oneof![Just(0u64), 1..100_000u64, any::<u64>(), EXPIRY_CAP_MS - 1_000..EXPIRY_CAP_MS + 1_000])
             .prop_map(|(name, kind, actor, reason, expires_in_ms)| Req::SetOverride(pb::SetOverrideRequest { name, kind, actor, reason, expires_in_ms })),
         1 => (name(), text(), text()).prop_map(|(name, actor, reason)| Req::Clear(pb::ClearOverrideRequest { name, actor, reason })),
         1 => (name(), text(), text()).prop_map(|(name, actor, reason)| Req::Reset(pb::ResetCircuitRequest { name, actor, reason })),

@@ -455,6 +455,106 @@ async fn bad_policy_is_invalid_argument_and_keeps_the_old_policy() {
     assert_eq!(p.consecutive_failures, Some(3));
 }
 
+/// Values that would leave a rule unable to fire (or an override that
+/// would hold for years) are refused naming the field and its range, and
+/// change nothing: no circuit is created, and an existing one keeps its
+/// policy, version, generation and override.
+#[tokio::test]
+async fn out_of_bounds_policy_values_are_invalid_argument_and_change_nothing() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin();
+    let set = |name: &str, policy: pb::Policy| pb::SetPolicyRequest {
+        name: name.into(),
+        policy: Some(policy),
+        actor: "alice".into(),
+        reason: "tuning".into(),
+    };
+    // On a circuit that does not exist yet: refused before it is created.
+    let r = admin
+        .set_policy(set(
+            "fresh",
+            pb::Policy {
+                slow_call_rate_threshold: Some(0.5),
+                slow_call_duration_ms: Some(u64::MAX),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert_status(
+        r,
+        Code::InvalidArgument,
+        "policy.slow_call_duration_ms: must be within 1..=3600000 ms, not 18446744073709551615",
+    );
+    let r = admin
+        .get_circuit(pb::GetCircuitRequest {
+            name: "fresh".into(),
+        })
+        .await;
+    assert_status(r, Code::NotFound, "fresh");
+
+    // On an existing one: its policy, version and generation stay.
+    admin
+        .set_policy(set(
+            "payments",
+            pb::Policy {
+                consecutive_failures: Some(3),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("valid policy");
+    let before = detail(&server, "payments").await;
+    let time = pb::WindowKind::Time as i32;
+    let cases = [
+        (
+            pb::Policy {
+                window_buckets: Some(u32::MAX),
+                ..Default::default()
+            },
+            "policy.window_buckets: must be within 1..=600, not 4294967295",
+        ),
+        (
+            pb::Policy {
+                window_kind: Some(time),
+                window_size: Some(60_000),
+                failure_rate_threshold: Some(0.5),
+                minimum_calls: Some(u32::MAX),
+                ..Default::default()
+            },
+            "policy.minimum_calls: must be within 1..=1000000, not 4294967295",
+        ),
+        (
+            pb::Policy {
+                window_size: Some(10),
+                minimum_calls: Some(5),
+                quorum_nodes: Some(11),
+                ..Default::default()
+            },
+            "policy.quorum_nodes: must be within 0..=10",
+        ),
+    ];
+    for (policy, needle) in cases {
+        let r = admin.set_policy(set("payments", policy)).await;
+        assert_status(r, Code::InvalidArgument, needle);
+    }
+    let r = admin
+        .set_override(pb::SetOverrideRequest {
+            name: "payments".into(),
+            kind: pb::OverrideKind::ForcedOpen.into(),
+            actor: "alice".into(),
+            reason: "maintenance".into(),
+            expires_in_ms: 31 * 24 * 3600 * 1000,
+        })
+        .await;
+    assert_status(
+        r,
+        Code::InvalidArgument,
+        "expires_in_ms: must be within 1..=2592000000",
+    );
+    let after = detail(&server, "payments").await;
+    assert_eq!(after.snapshot, before.snapshot);
+}
+
 #[tokio::test]
 async fn unknown_circuits_are_not_found() {
     let server = TestServer::start().await;

@@ -124,3 +124,31 @@ async fn admin_changes_are_checked_merged_and_pushed() {
     }
     assert!(r.acquire("x", "").unwrap().decision.generation() > last_generation);
 }
+
+#[tokio::test]
+async fn override_expiry_is_bounded_and_a_refused_one_creates_nothing() {
+    use breakerd_policy::MAX_OVERRIDE_TTL;
+    let r = registry(PolicySpec::default(), RegistryConfig::default());
+    let ms = Duration::from_millis;
+    for expires in [Duration::ZERO, MAX_OVERRIDE_TTL + ms(1), Duration::MAX] {
+        match r
+            .set_override("x", OverrideKind::ForcedOpen, "ops", "why", Some(expires))
+            .await
+        {
+            Err(CoreError::InvalidArgument(msg)) => assert!(
+                msg.starts_with("expires_in_ms: must be within 1..=2592000000")
+                    && msg.ends_with(&format!("not {}", expires.as_millis())),
+                "{msg}"
+            ),
+            other => panic!("{expires:?}: {other:?}"),
+        }
+        assert_eq!(r.len(), 0, "a refused override creates no circuit");
+    }
+    for expires in [ms(1), MAX_OVERRIDE_TTL] {
+        let d = r
+            .set_override("x", OverrideKind::ForcedOpen, "ops", "why", Some(expires))
+            .await
+            .unwrap();
+        assert_eq!(d.snapshot.override_.unwrap().expires_in, Some(expires));
+    }
+}

@@ -154,6 +154,119 @@ impl DurableState for Gated {
     }
 }
 
+/// A store that only notes the records put, for registries built from
+/// made-up records.
+#[derive(Debug, Clone, Default)]
+struct Noted(Arc<parking_lot::Mutex<Vec<crate::store::CircuitRecord>>>);
+
+impl DurableState for Noted {
+    fn put(&self, record: crate::store::CircuitRecord) {
+        self.0.lock().push(record);
+    }
+    fn forget(&self, _: &str) {}
+    fn audit(&self, _: crate::store::AuditRecord) {}
+    fn flush(&self) -> Flush<'_> {
+        Box::pin(async { Ok(()) })
+    }
+    fn read_audit(
+        &self,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<crate::store::AuditRecord>, crate::store::StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// What a wall clock running 10 years ahead leaves in the store.
+const TEN_YEARS_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+#[tokio::test(start_paused = true)]
+async fn restored_deadlines_far_ahead_are_capped() {
+    use crate::store::{CircuitRecord, Clocks, OverrideRecord};
+    let start_ms = Clocks::now().unix_ms;
+    let far = start_ms + TEN_YEARS_MS;
+    let record = |name: &str, state, open_until_ms, override_| CircuitRecord {
+        name: name.into(),
+        state,
+        generation: 5,
+        open_until_ms,
+        consecutive_trips: 1,
+        admin_policy: None,
+        override_,
+    };
+    let loaded = crate::store::Loaded {
+        epoch: 2,
+        circuits: vec![
+            record("far-open", State::Open, Some(far), None),
+            record(
+                "far-override",
+                State::Closed,
+                None,
+                Some(OverrideRecord {
+                    kind: OverrideKind::ForcedOpen,
+                    reason: "incident".into(),
+                    actor: "ops".into(),
+                    expires_at_ms: Some(far),
+                }),
+            ),
+        ],
+        recovery: None,
+    };
+    // open_max 600 s with 10 % jitter: at most 660 s open.
+    let defaults = PolicySpec::default();
+    let longest = breakerd_policy::Policy::try_from(&defaults)
+        .unwrap()
+        .longest_open();
+    assert_eq!(longest, Duration::from_secs(660));
+    let noted = Noted::default();
+    let r = Registry::restore(
+        RegistryConfig::default(),
+        PolicyResolver::new(defaults, Vec::new()).unwrap(),
+        noted.clone(),
+        loaded,
+    );
+    r.spawn_background(std::future::pending());
+    // The capped deadlines are written back, so the next start does not
+    // grant them a fresh cap. (The wall clock runs on while the tokio clock
+    // is paused: allow a minute of it.)
+    let written = std::mem::take(&mut *noted.0.lock());
+    let by_name = |n: &str| written.iter().find(|w| w.name == n).expect(n).clone();
+    let open_ms = by_name("far-open").open_until_ms.expect("open deadline");
+    assert!(
+        (start_ms + 660_000..start_ms + 720_000).contains(&open_ms),
+        "{open_ms} vs start {start_ms}"
+    );
+    let ttl_ms = breakerd_policy::MAX_OVERRIDE_TTL.as_millis() as u64;
+    let expiry_ms = by_name("far-override")
+        .override_
+        .and_then(|o| o.expires_at_ms)
+        .expect("override expiry");
+    assert!((start_ms + ttl_ms..start_ms + ttl_ms + 60_000).contains(&expiry_ms));
+
+    let open = r.get("far-open").unwrap().snapshot;
+    assert_eq!(open.state, State::Open);
+    assert_eq!(
+        open.open_remaining, longest,
+        "capped at the longest open time"
+    );
+    let over = r.get("far-override").unwrap().snapshot;
+    assert_eq!(
+        over.override_.unwrap().expires_in,
+        Some(breakerd_policy::MAX_OVERRIDE_TTL)
+    );
+
+    // Just before the cap it is still open; at the cap the driver
+    // half-opens it (no sleep: the paused clock jumps).
+    let mut ticks = r.driver_ticks.subscribe();
+    tokio::time::advance(longest - Duration::from_millis(1)).await;
+    assert_eq!(r.get("far-open").unwrap().snapshot.state, State::Open);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    timeout(WAIT, ticks.changed()).await.unwrap().unwrap();
+    let open = r.get("far-open").unwrap().snapshot;
+    assert_eq!(open.state, State::HalfOpen);
+    assert!(r.acquire("far-open", "n").unwrap().decision.is_allowed());
+}
+
 #[tokio::test]
 async fn changes_are_answered_only_once_durable() {
     let gate = Arc::new(Gate {
