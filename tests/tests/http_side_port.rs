@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     within(&format!("GET {path}"), async {
         let mut s = TcpStream::connect(addr).await.expect("connect http");
-        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.expect("write");
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.expect("read");

@@ -23,10 +23,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
+    cache::PageQuery,
     response::{error, json},
     state::{HttpState, MAX_BODY_BYTES},
 };
-use breakerd_core::{CircuitDetail, CircuitSnapshot, CoreError, ListQuery, OverrideSnapshot};
+use breakerd_core::{
+    CircuitDetail, CircuitSnapshot, CoreError, DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE,
+    OverrideSnapshot, validate_circuit_name,
+};
 
 /// Where the per-circuit routes start.
 pub const CIRCUIT_PREFIX: &str = "/api/circuits/";
@@ -135,10 +139,6 @@ fn core_status(e: &CoreError) -> StatusCode {
     }
 }
 
-fn core_error(e: &CoreError) -> Response {
-    error(core_status(e), e.to_string())
-}
-
 /// A refused request: its status and message.
 #[derive(Debug)]
 struct ApiError {
@@ -181,8 +181,16 @@ impl From<CoreError> for ApiError {
 }
 
 /// `GET /api/circuits?prefix=&state=&page_size=&page_token=`: one page of
-/// circuits, ordered by name, each with its counters. Unknown keys are
+/// circuits, ordered by name, each with its counters. `limit` and `after`
+/// are other names of `page_size` and `page_token`. A page holds
+/// [`DEFAULT_PAGE_SIZE`] circuits unless asked, at most [`MAX_PAGE_SIZE`]
+/// (a larger size is clamped); `next_page_token` is the name to ask
+/// `page_token=` for the next one (empty on the last). Unknown keys are
 /// ignored; a repeated key counts its last value.
+///
+/// Pages are cut from the port's shared copy of the circuits, at most
+/// `[http] list_cache_ms` old (`as_of_ms_ago` says how old), never by a
+/// scan per request.
 pub async fn list(
     axum::extract::State(state): axum::extract::State<Arc<HttpState>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -195,13 +203,13 @@ pub async fn list(
     for (k, v) in pairs {
         match k.as_str() {
             "prefix" => q.prefix = v,
-            "page_token" => q.page_token = v,
-            "page_size" => match v.parse() {
+            "page_token" | "after" => q.page_token = v,
+            "page_size" | "limit" => match v.parse() {
                 Ok(n) => q.page_size = n,
                 Err(_) => {
                     return error(
                         StatusCode::BAD_REQUEST,
-                        format!("page_size {v:?} is not a number"),
+                        format!("{k} {v:?} is not a number"),
                     );
                 }
             },
@@ -222,22 +230,31 @@ pub async fn list(
             _ => {}
         }
     }
-    let page = match state.registry.list(&q) {
-        Ok(p) => p,
-        Err(e) => return core_error(&e),
+    if !q.page_token.is_empty() && validate_circuit_name(&q.page_token).is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid page token {:?}", q.page_token),
+        );
+    }
+    let limit = match q.page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
     };
+    let taken = state.cache.fresh().await;
+    let page = taken.page(&PageQuery {
+        prefix: &q.prefix,
+        state: q.state,
+        after: &q.page_token,
+        limit,
+    });
     let circuits: Vec<Value> = page
-        .circuits
+        .rows
         .iter()
-        .map(|s| {
-            let mut v = snapshot_json(s);
-            // Counters for the sparklines; a circuit gone since the list has none.
-            let counters = state
-                .registry
-                .get(&s.name)
-                .map_or(Value::Null, |d| counters_json(&d.counters));
+        .map(|row| {
+            let mut v = snapshot_json(&taken.current(row));
+            // Counters for the sparklines.
             if let Value::Object(m) = &mut v {
-                m.insert("counters".into(), counters);
+                m.insert("counters".into(), counters_json(&row.counters));
             }
             v
         })
@@ -246,8 +263,9 @@ pub async fn list(
         StatusCode::OK,
         &json!({
             "circuits": circuits,
-            "next_page_token": page.next_page_token,
+            "next_page_token": page.next.unwrap_or_default(),
             "total_matching": page.total_matching,
+            "as_of_ms_ago": ms(taken.age()),
         }),
     )
 }
@@ -407,19 +425,24 @@ async fn circuit_inner(
             };
             let actor = actor(body.operator.as_deref())?;
             let expires_in = body.expires_in_ms.map(Duration::from_millis);
-            state
+            let d = state
                 .registry
                 .set_override(name, kind, &actor, &body.reason, expires_in)
-                .await?
+                .await?;
+            // Its writer reads the list back at once.
+            state.cache.invalidate();
+            d
         }
         (Method::DELETE, true) => {
             authorize(state, headers)?;
             let body: ClearOverride = read_json(body).await?;
             let actor = actor(body.operator.as_deref())?;
-            state
+            let d = state
                 .registry
                 .clear_override(name, &actor, &body.reason)
-                .await?
+                .await?;
+            state.cache.invalidate();
+            d
         }
         (m, is_override) => {
             return Err(ApiError {
@@ -453,12 +476,7 @@ mod tests {
         let registry =
             breakerd_core::Registry::new(config.registry_config(), config.resolver.clone());
         let (_stop, shutdown) = crate::shutdown::ShutdownSignal::new();
-        let http = crate::http::HttpConfig {
-            listen: None,
-            listen_required: false,
-            admin_token: None,
-            max_circuit_series: 10,
-        };
+        let http = crate::http::HttpConfig::new(10);
         let state = HttpState::new(
             registry.clone(),
             crate::middleware::metrics::RpcMetrics::new(),

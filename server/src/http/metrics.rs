@@ -43,7 +43,7 @@ pub async fn scrape(Shared(state): Shared<Arc<HttpState>>) -> Response {
     let text = render(&ScrapeSources {
         registry: &state.registry,
         rpc: &state.rpc,
-        sse_clients: state.sse_clients.load(Ordering::Relaxed) as u64,
+        sse_clients: super::sse::open_streams(&state).0 as u64,
         max_circuit_series: state.config.max_circuit_series,
         started: state.started,
     });
