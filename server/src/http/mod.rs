@@ -42,6 +42,8 @@ pub mod sse;
 mod state;
 
 #[cfg(test)]
+mod bounds_tests;
+#[cfg(test)]
 mod tests;
 
 pub use hosts::AllowedHosts;
