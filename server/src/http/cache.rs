@@ -10,7 +10,7 @@
 //! a per-state index keeps `state=` just as cheap.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -23,6 +23,9 @@ use tokio::time::Instant;
 pub struct Row {
     pub snapshot: CircuitSnapshot,
     pub counters: Counters,
+    /// The snapshot's `/events` JSON, made once for every stream (by
+    /// `sse.rs`, for a row whose JSON does not change with time).
+    pub text: OnceLock<Box<str>>,
 }
 
 /// A copy of every circuit, ordered by name.
@@ -71,7 +74,11 @@ impl Taken {
             .map(|(i, (snapshot, counters))| {
                 // At most `max_circuits` rows, far below u32::MAX.
                 by_state[state_slot(snapshot.state)].push(i as u32);
-                Row { snapshot, counters }
+                Row {
+                    snapshot,
+                    counters,
+                    text: OnceLock::new(),
+                }
             })
             .collect();
         Self {
@@ -101,6 +108,16 @@ impl Taken {
             o.expires_in = o.expires_in.map(|e| e.saturating_sub(age));
         }
         s
+    }
+
+    /// Whether `row`'s JSON is the same at any age (no remaining time in it).
+    pub fn timeless(row: &Row) -> bool {
+        row.snapshot.open_remaining.is_zero()
+            && row
+                .snapshot
+                .override_
+                .as_ref()
+                .is_none_or(|o| o.expires_in.is_none())
     }
 
     /// The page `q` asks for, in O(log n + limit).
@@ -172,7 +189,8 @@ pub struct SnapshotCache {
     /// Readers accept a copy this old; copies start at least this far apart
     /// for the readers that need a newer one.
     interval: Duration,
-    current: Mutex<Option<Arc<Taken>>>,
+    /// Shared with the timer that forgets a copy nobody asked for lately.
+    current: Arc<Mutex<Option<Arc<Taken>>>>,
     /// Held while a copy is taken: one scan at a time.
     taking: tokio::sync::Mutex<()>,
 }
@@ -182,7 +200,7 @@ impl SnapshotCache {
         Self {
             registry,
             interval,
-            current: Mutex::new(None),
+            current: Arc::new(Mutex::new(None)),
             taking: tokio::sync::Mutex::new(()),
         }
     }
@@ -234,6 +252,9 @@ impl SnapshotCache {
 
     /// Takes a new copy; the caller holds `taking`.
     async fn take(&self) -> Arc<Taken> {
+        // Let the old copy go first (once no stream holds it): at most one
+        // copy while readers come and go.
+        self.invalidate();
         let registry = self.registry.clone();
         let started = Instant::now();
         let rows = tokio::task::spawn_blocking(move || registry.snapshot_rows())
@@ -243,6 +264,23 @@ impl SnapshotCache {
             .unwrap_or_default();
         let taken = Arc::new(Taken::new(rows, started));
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(taken.clone());
+        // A copy outlives its use by little: once no reader could take it,
+        // it is forgotten, so memory returns when the readers go.
+        let current = Arc::downgrade(&self.current);
+        let mine = Arc::downgrade(&taken);
+        let keep = self.interval.max(Duration::from_millis(100)) * 2;
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            if let Some(current) = current.upgrade() {
+                let mut held = current.lock().unwrap_or_else(|e| e.into_inner());
+                if held
+                    .as_ref()
+                    .is_some_and(|t| Arc::as_ptr(t) == mine.as_ptr())
+                {
+                    *held = None;
+                }
+            }
+        });
         taken
     }
 }

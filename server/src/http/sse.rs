@@ -23,6 +23,7 @@
 //! ```
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr},
@@ -56,7 +57,7 @@ use breakerd_core::CircuitSnapshot;
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 /// A frame stops growing once its data passes this (one circuit is at
 /// most a few KiB, so no frame is much larger).
-pub const PAGE_BYTES: usize = 64 * 1024;
+pub const PAGE_BYTES: usize = 32 * 1024;
 /// Most circuits in one frame, however small.
 pub const PAGE_CIRCUITS: usize = 1000;
 /// Frames queued for a client that has not taken them yet.
@@ -126,14 +127,14 @@ pub fn open_streams(state: &HttpState) -> (usize, usize) {
 
 /// Appends circuits as JSON array items until the frame is full; returns
 /// how many were taken.
-fn fill(out: &mut String, snaps: impl Iterator<Item = CircuitSnapshot>) -> usize {
+fn fill<S: AsRef<str>>(out: &mut String, snaps: impl Iterator<Item = S>) -> usize {
     let mut n = 0;
     for s in snaps {
         if n > 0 {
             out.push(',');
         }
         // serde_json never writes a raw newline, so `data:` is one line.
-        let _ = write!(out, "{}", snapshot_json(&s));
+        out.push_str(s.as_ref());
         n += 1;
         if out.len() >= PAGE_BYTES || n >= PAGE_CIRCUITS {
             break;
@@ -142,13 +143,33 @@ fn fill(out: &mut String, snaps: impl Iterator<Item = CircuitSnapshot>) -> usize
     n
 }
 
+/// A frame's buffer, sized once for a full frame (growing by doubling
+/// would leave up to twice the bound allocated per queued frame).
+fn frame_buffer(start: &str) -> String {
+    let mut data = String::with_capacity(PAGE_BYTES + 4096);
+    data.push_str(start);
+    data
+}
+
 /// One page of a snapshot: the frame, the name of its last circuit, and
 /// whether more follow.
 fn snapshot_page(taken: &Taken, after: Option<&str>, part: u64) -> (Bytes, Option<Arc<str>>, bool) {
     // One row more than a frame holds tells whether more follow.
     let rows = taken.after(after, PAGE_CIRCUITS + 1);
-    let mut data = String::from("event: snapshot\ndata: {\"circuits\":[");
-    let n = fill(&mut data, rows.iter().map(|r| taken.current(r)));
+    let mut data = frame_buffer("event: snapshot\ndata: {\"circuits\":[");
+    let n = fill(
+        &mut data,
+        rows.iter().map(|r| -> Cow<'_, str> {
+            if Taken::timeless(r) {
+                Cow::Borrowed(
+                    r.text
+                        .get_or_init(|| snapshot_json(&r.snapshot).to_string().into()),
+                )
+            } else {
+                Cow::Owned(snapshot_json(&taken.current(r)).to_string())
+            }
+        }),
+    );
     let more = n < rows.len();
     let _ = write!(data, "],\"part\":{part},\"more\":{more}}}\n\n");
     let last = n.checked_sub(1).map(|i| rows[i].snapshot.name.clone());
@@ -158,8 +179,12 @@ fn snapshot_page(taken: &Taken, after: Option<&str>, part: u64) -> (Bytes, Optio
 /// A `changed` frame of the first of `changes` (at least one): the frame
 /// and how many it holds.
 fn changed_frame(changes: &[Arc<CircuitSnapshot>]) -> (Bytes, usize) {
-    let mut data = String::from("event: changed\ndata: {\"circuits\":[");
-    let n = fill(&mut data, changes.iter().map(|s| (**s).clone())).max(1);
+    let mut data = frame_buffer("event: changed\ndata: {\"circuits\":[");
+    let n = fill(
+        &mut data,
+        changes.iter().map(|s| snapshot_json(s).to_string()),
+    )
+    .max(1);
     data.push_str("]}\n\n");
     (Bytes::from(data), n)
 }
