@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    cache::PageQuery,
-    response::{error, json},
+    cache::{PageQuery, Row, Taken},
+    response::{error, json, respond},
     state::{HttpState, MAX_BODY_BYTES},
 };
 use breakerd_core::{
@@ -247,27 +247,41 @@ pub async fn list(
         after: &q.page_token,
         limit,
     });
-    let circuits: Vec<Value> = page
-        .rows
-        .iter()
-        .map(|row| {
-            let mut v = snapshot_json(&taken.current(row));
-            // Counters for the sparklines.
-            if let Value::Object(m) = &mut v {
-                m.insert("counters".into(), counters_json(&row.counters));
-            }
-            v
-        })
-        .collect();
-    json(
-        StatusCode::OK,
-        &json!({
-            "circuits": circuits,
-            "next_page_token": page.next.unwrap_or_default(),
-            "total_matching": page.total_matching,
-            "as_of_ms_ago": ms(taken.age()),
-        }),
-    )
+    // A row's JSON is made once per copy for every reader, unless it holds
+    // a remaining time.
+    let item = |row: &Row| -> String {
+        let snapshot = match Taken::timeless(row) {
+            true => std::borrow::Cow::Borrowed(&row.snapshot),
+            false => std::borrow::Cow::Owned(taken.current(row)),
+        };
+        let mut v = snapshot_json(&snapshot);
+        // Counters for the sparklines.
+        if let Value::Object(m) = &mut v {
+            m.insert("counters".into(), counters_json(&row.counters));
+        }
+        v.to_string()
+    };
+    let mut body = String::from("{\"circuits\":[");
+    for (i, row) in page.rows.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        if Taken::timeless(row) {
+            body.push_str(row.list_text.get_or_init(|| item(row).into()));
+        } else {
+            body.push_str(&item(row));
+        }
+    }
+    let tail = json!({
+        "next_page_token": page.next.unwrap_or_default(),
+        "total_matching": page.total_matching,
+        "as_of_ms_ago": ms(taken.age()),
+    })
+    .to_string();
+    // `tail` is an object: its fields follow the list.
+    body.push_str("],");
+    body.push_str(tail.strip_prefix('{').unwrap_or(&tail));
+    respond(StatusCode::OK, "application/json", body)
 }
 
 /// Body of `POST /api/circuits/{name}/override`.

@@ -26,6 +26,8 @@ pub struct Row {
     /// The snapshot's `/events` JSON, made once for every stream (by
     /// `sse.rs`, for a row whose JSON does not change with time).
     pub text: OnceLock<Box<str>>,
+    /// The same with its counters, as the list shows it (by `api.rs`).
+    pub list_text: OnceLock<Box<str>>,
 }
 
 /// A copy of every circuit, ordered by name.
@@ -78,6 +80,7 @@ impl Taken {
                     snapshot,
                     counters,
                     text: OnceLock::new(),
+                    list_text: OnceLock::new(),
                 }
             })
             .collect();
@@ -229,19 +232,24 @@ impl SnapshotCache {
     /// start at least one interval apart, so new event streams, however
     /// many, cost at most one scan per interval.
     pub async fn since(&self, since: Instant) -> Arc<Taken> {
-        let ok = |t: &Taken| t.started >= since;
-        if let Some(t) = self.held().filter(|t| ok(t)) {
-            return t;
+        loop {
+            let held = self.held();
+            if let Some(t) = held.as_ref().filter(|t| t.started >= since) {
+                return t.clone();
+            }
+            // Wait for the interval without the lock, so that list readers
+            // are not held up by streams waiting their turn.
+            if let Some(t) = &held {
+                tokio::time::sleep_until(t.started + self.interval).await;
+            }
+            let _taking = self.taking.lock().await;
+            match self.held() {
+                Some(t) if t.started >= since => return t,
+                // Another copy was taken meanwhile: wait its interval.
+                Some(t) if t.started + self.interval > Instant::now() => continue,
+                _ => return self.take().await,
+            }
         }
-        let _taking = self.taking.lock().await;
-        let held = self.held();
-        if let Some(t) = held.clone().filter(|t| ok(t)) {
-            return t;
-        }
-        if let Some(t) = held {
-            tokio::time::sleep_until(t.started + self.interval).await;
-        }
-        self.take().await
     }
 
     /// Forgets the copy (after a write through this port: its writer reads
