@@ -28,6 +28,11 @@ async fn start(token: Option<&str>, max_circuit_series: usize) -> Side {
     let (stop_tx, stop) = ShutdownSignal::new();
     let http = HttpConfig {
         admin_token: token.map(|t| AdminToken::new(t).unwrap()),
+        // These tests read what they just changed: no cached copy.
+        limits: HttpLimits {
+            list_cache: Duration::ZERO,
+            ..HttpLimits::default()
+        },
         ..HttpConfig::new(max_circuit_series)
     };
     let state = HttpState::new(registry.clone(), RpcMetrics::new(), http, stop);
