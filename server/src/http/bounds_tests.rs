@@ -1,7 +1,7 @@
 //! The side port's bounds over a real socket on loopback: paged event
 //! snapshots, stream caps per peer and in total, stalled streams closed
-//! and forgotten, the `Host` check, the per-peer connection cap and the
-//! header timeout. No sleeps as waits: conditions are polled with a
+//! and forgotten, the `Host` check, the per-peer connection cap, the
+//! header timeout, and list pages cut from a cached copy. No sleeps as waits: conditions are polled with a
 //! deadline, and every wait is bounded.
 
 use std::{
@@ -324,4 +324,52 @@ async fn headers_sent_too_slowly_end_the_connection() {
     )
     .await;
     assert!(!r.contains("200 OK"), "{r}");
+}
+
+#[tokio::test]
+async fn lists_are_cut_from_a_cached_copy_until_it_ages_or_the_port_writes() {
+    let mut http = HttpConfig::new(10);
+    http.limits.list_cache = Duration::from_secs(600);
+    http.admin_token = Some(AdminToken::new("s3cret-token-0123456789").unwrap());
+    let config = crate::config::Config::default();
+    let registry = Registry::new(config.registry_config(), config.resolver.clone());
+    let (_stop, stop) = ShutdownSignal::new();
+    let state = HttpState::new(registry.clone(), RpcMetrics::new(), http, stop);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, state, Duration::from_secs(1)));
+    let list = |path: &'static str| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let r = exchange(&mut s, &get(path, "127.0.0.1"), None).await;
+        assert_eq!(status(&r), 200, "{r}");
+        let body = r.split_once("\r\n\r\n").unwrap().1.to_owned();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    for n in ["a", "b", "c"] {
+        registry.acquire(n, "n").unwrap();
+    }
+    let first = list("/api/circuits?limit=2").await;
+    assert_eq!(first["total_matching"], 3);
+    assert_eq!(first["next_page_token"], "b");
+    assert!(first["as_of_ms_ago"].is_u64());
+    let rest = list("/api/circuits?limit=2&after=b").await;
+    assert_eq!(rest["circuits"][0]["name"], "c");
+    assert_eq!(rest["next_page_token"], "");
+    // A circuit created meanwhile is not in the copy: no scan per request.
+    registry.acquire("d", "n").unwrap();
+    assert_eq!(list("/api/circuits").await["total_matching"], 3);
+    // A write through the port drops the copy: its writer sees it.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"kind":"forced_open","reason":"t"}"#;
+    let post = format!(
+        "POST /api/circuits/a/override HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Authorization: Bearer s3cret-token-0123456789\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(status(&exchange(&mut s, post.as_bytes(), None).await), 200);
+    let after = list("/api/circuits?state=open").await;
+    assert_eq!(after["total_matching"], 1);
+    assert_eq!(after["circuits"][0]["name"], "a");
+    assert_eq!(list("/api/circuits").await["total_matching"], 4);
 }
