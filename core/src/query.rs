@@ -11,6 +11,9 @@ use crate::name::{self, validate_circuit_name};
 use crate::registry::{Registry, now};
 use crate::stats::{RegistryStats, TransitionCount};
 use crate::store::AuditRecord;
+use breakerd_policy::Counters;
+use tokio::sync::broadcast;
+
 use crate::types::{
     CircuitDetail, CircuitSnapshot, DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE, Page,
     TransitionView,
@@ -75,6 +78,32 @@ impl Registry {
                 (!inner.deleted).then(|| Arc::new(snapshot_of(&c.name, &inner, now)))
             })
             .collect()
+    }
+
+    /// Every live circuit's snapshot with its counters, ordered by name, in
+    /// one pass: for a cache that many readers page through, instead of a
+    /// scan each. Each circuit is locked alone, briefly; the whole is not
+    /// one instant, but every circuit's row is consistent in itself.
+    pub fn snapshot_rows(&self) -> Vec<(CircuitSnapshot, Counters)> {
+        let now = now();
+        // Collect first: no map guard may be held while a circuit is locked.
+        let mut all: Vec<Arc<Circuit>> = self.circuits.iter().map(|e| e.key().0.clone()).collect();
+        all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        all.iter()
+            .filter_map(|c| {
+                let inner = c.inner.lock();
+                (!inner.deleted)
+                    .then(|| (snapshot_of(&c.name, &inner, now), inner.breaker.counters()))
+            })
+            .collect()
+    }
+
+    /// Every change from now on, as the watch hub fans it out: a receiver
+    /// that starts empty. Combined with [`snapshot_rows`](Self::snapshot_rows)
+    /// taken after it, nothing falls between. A receiver that falls more
+    /// than the watch buffer behind gets `Lagged` and must resynchronise.
+    pub fn change_feed(&self) -> broadcast::Receiver<Arc<CircuitSnapshot>> {
+        self.hub.subscribe()
     }
 
     /// Circuits filtered by prefix and state, ordered by name, one page at

@@ -276,3 +276,28 @@ test('the dashboard shows a trip live and forces the circuit closed', async () =
   const unexpected = pageErrors.filter((e) => !/status of 403/.test(e));
   assert.deepEqual(unexpected, [], 'errors in the page');
 });
+
+test('a snapshot sent in many pages fills the table from /events alone', async () => {
+  // 400 long names: about 100 KB of snapshot, several 32 KiB pages.
+  const pad = 'p'.repeat(60);
+  for (let i = 0; i < 400; i++) {
+    const circuit = `bulk-${String(i).padStart(4, '0')}/${pad}`;
+    await unary(breaker, 'Acquire', { circuit, node_id: 'bulk' });
+  }
+  const second = await context.newPage();
+  // No list polls: only a snapshot put together from all its pages can
+  // show every row (one that kept only its last page would show fewer).
+  await second.route((url) => url.pathname === '/api/circuits', (route) => route.abort());
+  try {
+    await second.goto(`http://${server.httpAddr}/`, { timeout: UI_TIMEOUT_MS });
+    await second.waitForFunction(() => document.querySelectorAll('tr[data-circuit^="bulk-"]').length === 400, null, {
+      timeout: UI_TIMEOUT_MS,
+      polling: 50,
+    });
+    // The earlier circuits are there too, with their live state.
+    const rows = await second.evaluate(() => document.querySelectorAll('tr[data-circuit]').length);
+    assert.equal(rows, 402);
+  } finally {
+    await second.close();
+  }
+});

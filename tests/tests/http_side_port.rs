@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     within(&format!("GET {path}"), async {
         let mut s = TcpStream::connect(addr).await.expect("connect http");
-        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.expect("write");
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.expect("read");
@@ -55,8 +55,10 @@ async fn acquire(client: &mut BreakerClient<Channel>, circuit: &str) -> pb::Acqu
 
 #[tokio::test]
 async fn metrics_and_api_follow_a_trip_over_grpc() {
-    let cfg =
-        config("[server]\nshutdown_drain_ms = 2000\n[http]\nmetrics_max_circuit_series = 1\n");
+    let cfg = config(
+        "[server]\nshutdown_drain_ms = 2000\n[http]\nmetrics_max_circuit_series = 1\n\
+         list_cache_ms = 0\n",
+    );
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());

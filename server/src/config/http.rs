@@ -1,12 +1,15 @@
 //! `[http]`: the operators' side port, with its `--http-*` flags and
 //! variables, checked into the [`HttpConfig`] the side port is served with.
 
-use std::{fmt, net::SocketAddr};
+use std::{fmt, net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
 use super::{cli::Cli, error::ConfigError};
-use crate::{http::HttpConfig, token::Token};
+use crate::{
+    http::{AllowedHosts, HttpConfig, HttpLimits},
+    token::Token,
+};
 
 /// Default address of the side port: loopback only, like the gRPC default.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
@@ -27,14 +30,56 @@ pub struct HttpSection {
     /// Most circuits given their own `circuit` label in `/metrics`; the rest
     /// are summed under `circuit="_other"`.
     pub metrics_max_circuit_series: u64,
+    /// Host names served besides localhost and IP addresses (`name` for
+    /// any port, `name:port` for one; `"*"`: any `Host`, no DNS-rebinding
+    /// guard).
+    pub allowed_hosts: Vec<String>,
+    /// Most connections at once.
+    pub max_connections: u64,
+    /// Most connections from one IP address.
+    pub max_connections_per_peer: u64,
+    /// Time a client has to send a request's headers, in ms.
+    pub header_timeout_ms: u64,
+    /// Most `/events` streams at once.
+    pub sse_max_clients: u64,
+    /// Most `/events` streams from one IP address.
+    pub sse_max_clients_per_peer: u64,
+    /// A stream whose client reads nothing this long is closed, in ms.
+    pub sse_stall_timeout_ms: u64,
+    /// Most age of the copy lists are served from, in ms.
+    pub list_cache_ms: u64,
+}
+
+/// Ranges of the numeric keys: (key, min, max).
+const RANGES: [(&str, u64, u64); 7] = [
+    ("http.max_connections", 1, 65_536),
+    ("http.max_connections_per_peer", 1, 65_536),
+    ("http.header_timeout_ms", 100, 60_000),
+    ("http.sse_max_clients", 1, 10_000),
+    ("http.sse_max_clients_per_peer", 1, 10_000),
+    ("http.sse_stall_timeout_ms", 100, 600_000),
+    ("http.list_cache_ms", 0, 60_000),
+];
+
+fn ms_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
+        let d = HttpLimits::default();
         Self {
             listen: DEFAULT_HTTP_LISTEN.to_owned(),
             admin_token: String::new(),
             metrics_max_circuit_series: DEFAULT_MAX_CIRCUIT_SERIES,
+            allowed_hosts: Vec::new(),
+            max_connections: d.max_connections as u64,
+            max_connections_per_peer: d.max_connections_per_peer as u64,
+            header_timeout_ms: ms_u64(d.header_timeout),
+            sse_max_clients: d.sse_max_clients as u64,
+            sse_max_clients_per_peer: d.sse_max_clients_per_peer as u64,
+            sse_stall_timeout_ms: ms_u64(d.sse_stall_timeout),
+            list_cache_ms: ms_u64(d.list_cache),
         }
     }
 }
@@ -48,6 +93,14 @@ impl fmt::Debug for HttpSection {
                 "metrics_max_circuit_series",
                 &self.metrics_max_circuit_series,
             )
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("sse_max_clients", &self.sse_max_clients)
+            .field("sse_max_clients_per_peer", &self.sse_max_clients_per_peer)
+            .field("sse_stall_timeout_ms", &self.sse_stall_timeout_ms)
+            .field("list_cache_ms", &self.list_cache_ms)
             .finish()
     }
 }
@@ -86,11 +139,39 @@ impl HttpSection {
                 format!("must be within 0..={MAX_CIRCUIT_SERIES}, not {n}"),
             ));
         }
+        let values = [
+            self.max_connections,
+            self.max_connections_per_peer,
+            self.header_timeout_ms,
+            self.sse_max_clients,
+            self.sse_max_clients_per_peer,
+            self.sse_stall_timeout_ms,
+            self.list_cache_ms,
+        ];
+        for ((key, min, max), v) in RANGES.iter().zip(values) {
+            if !(*min..=*max).contains(&v) {
+                return Err(err(key, format!("must be within {min}..={max}, not {v}")));
+            }
+        }
+        let allowed_hosts = AllowedHosts::new(listen, &self.allowed_hosts)
+            .map_err(|reason| err("http.allowed_hosts", reason))?;
+        // Within the ranges above: every value fits a usize.
+        let limits = HttpLimits {
+            max_connections: self.max_connections as usize,
+            max_connections_per_peer: self.max_connections_per_peer as usize,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            sse_max_clients: self.sse_max_clients as usize,
+            sse_max_clients_per_peer: self.sse_max_clients_per_peer as usize,
+            sse_stall_timeout: Duration::from_millis(self.sse_stall_timeout_ms),
+            list_cache: Duration::from_millis(self.list_cache_ms),
+        };
         Ok(HttpConfig {
             listen,
             listen_required,
             admin_token,
             max_circuit_series: n as usize,
+            limits,
+            allowed_hosts,
         })
     }
 }
@@ -152,6 +233,56 @@ mod tests {
             ..HttpSection::default()
         };
         assert_eq!(bad.check(&Cli::default()).unwrap_err().key, "http.listen");
+        for (key, section) in [
+            (
+                "http.max_connections_per_peer",
+                HttpSection {
+                    max_connections_per_peer: 0,
+                    ..HttpSection::default()
+                },
+            ),
+            (
+                "http.header_timeout_ms",
+                HttpSection {
+                    header_timeout_ms: 99,
+                    ..HttpSection::default()
+                },
+            ),
+            (
+                "http.sse_max_clients",
+                HttpSection {
+                    sse_max_clients: 10_001,
+                    ..HttpSection::default()
+                },
+            ),
+            (
+                "http.allowed_hosts",
+                HttpSection {
+                    allowed_hosts: vec!["a b".into()],
+                    ..HttpSection::default()
+                },
+            ),
+        ] {
+            assert_eq!(section.check(&Cli::default()).unwrap_err().key, key);
+        }
+    }
+
+    #[test]
+    fn limits_default_and_convert() {
+        let c = HttpSection::default().check(&Cli::default()).unwrap();
+        assert_eq!(c.limits, HttpLimits::default());
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(3));
+        let section = HttpSection {
+            list_cache_ms: 0,
+            sse_stall_timeout_ms: 250,
+            allowed_hosts: vec!["breakerd.internal".into()],
+            ..HttpSection::default()
+        };
+        let c = section.check(&Cli::default()).unwrap();
+        assert_eq!(c.limits.list_cache, Duration::ZERO);
+        assert_eq!(c.limits.sse_stall_timeout, Duration::from_millis(250));
+        assert!(c.allowed_hosts.allows("breakerd.internal:9464"));
+        assert!(!c.allowed_hosts.allows("evil.example"));
     }
 
     #[test]

@@ -22,10 +22,13 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    response::{error, json},
+    cache::{PageQuery, Row, Taken},
+    response::{error, json, respond},
     state::{HttpState, MAX_BODY_BYTES},
 };
-use breakerd_core::{CircuitSnapshot, CoreError, ListQuery};
+use breakerd_core::{
+    CircuitSnapshot, CoreError, DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE, validate_circuit_name,
+};
 
 /// Where the per-circuit routes start.
 pub const CIRCUIT_PREFIX: &str = "/api/circuits/";
@@ -36,20 +39,12 @@ pub const ACTOR: &str = "dashboard";
 pub const MAX_OPERATOR_LEN: usize = 64;
 
 /// One circuit of a list page: its snapshot, and its counters for the
-/// dashboard's sparklines (`null` for a circuit gone since the list).
+/// dashboard's sparklines.
 #[derive(Serialize)]
 struct Listed<'a> {
     #[serde(flatten)]
     snapshot: &'a CircuitSnapshot,
-    counters: Option<Counters>,
-}
-
-/// A list page as `GET /api/circuits` answers it.
-#[derive(Serialize)]
-struct ListPage<'a> {
-    circuits: Vec<Listed<'a>>,
-    next_page_token: &'a str,
-    total_matching: u64,
+    counters: &'a Counters,
 }
 
 /// The HTTP status of a core error (the gRPC adapter has its own mapping).
@@ -62,10 +57,6 @@ fn core_status(e: &CoreError) -> StatusCode {
         CoreError::TooManyCircuits { .. } => StatusCode::TOO_MANY_REQUESTS,
         CoreError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
-}
-
-fn core_error(e: &CoreError) -> Response {
-    error(core_status(e), e.to_string())
 }
 
 /// A refused request: its status and message.
@@ -110,8 +101,16 @@ impl From<CoreError> for ApiError {
 }
 
 /// `GET /api/circuits?prefix=&state=&page_size=&page_token=`: one page of
-/// circuits, ordered by name, each with its counters. Unknown keys are
+/// circuits, ordered by name, each with its counters. `limit` and `after`
+/// are other names of `page_size` and `page_token`. A page holds
+/// [`DEFAULT_PAGE_SIZE`] circuits unless asked, at most [`MAX_PAGE_SIZE`]
+/// (a larger size is clamped); `next_page_token` is the name to ask
+/// `page_token=` for the next one (empty on the last). Unknown keys are
 /// ignored; a repeated key counts its last value.
+///
+/// Pages are cut from the port's shared copy of the circuits, at most
+/// `[http] list_cache_ms` old (`as_of_ms_ago` says how old), never by a
+/// scan per request.
 pub async fn list(
     axum::extract::State(state): axum::extract::State<Arc<HttpState>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -124,13 +123,13 @@ pub async fn list(
     for (k, v) in pairs {
         match k.as_str() {
             "prefix" => q.prefix = v,
-            "page_token" => q.page_token = v,
-            "page_size" => match v.parse() {
+            "page_token" | "after" => q.page_token = v,
+            "page_size" | "limit" => match v.parse() {
                 Ok(n) => q.page_size = n,
                 Err(_) => {
                     return error(
                         StatusCode::BAD_REQUEST,
-                        format!("page_size {v:?} is not a number"),
+                        format!("{k} {v:?} is not a number"),
                     );
                 }
             },
@@ -151,26 +150,58 @@ pub async fn list(
             _ => {}
         }
     }
-    let page = match state.registry.list(&q) {
-        Ok(p) => p,
-        Err(e) => return core_error(&e),
+    if !q.page_token.is_empty() && validate_circuit_name(&q.page_token).is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid page token {:?}", q.page_token),
+        );
+    }
+    let limit = match q.page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
     };
-    let circuits = page
-        .circuits
-        .iter()
-        .map(|s| Listed {
-            snapshot: s,
-            counters: state.registry.get(&s.name).ok().map(|d| d.counters),
+    let taken = state.cache.fresh().await;
+    let page = taken.page(&PageQuery {
+        prefix: &q.prefix,
+        state: q.state,
+        after: &q.page_token,
+        limit,
+    });
+    // A row's JSON is made once per copy for every reader, unless it holds
+    // a remaining time.
+    let item = |row: &Row| -> String {
+        let snapshot = match Taken::timeless(row) {
+            true => std::borrow::Cow::Borrowed(&row.snapshot),
+            false => std::borrow::Cow::Owned(taken.current(row)),
+        };
+        // The derives only hold strings and numbers: serializing cannot fail.
+        serde_json::to_string(&Listed {
+            snapshot: &snapshot,
+            counters: &row.counters,
         })
-        .collect();
-    json(
-        StatusCode::OK,
-        &ListPage {
-            circuits,
-            next_page_token: &page.next_page_token,
-            total_matching: page.total_matching,
-        },
-    )
+        .unwrap_or_default()
+    };
+    let mut body = String::from("{\"circuits\":[");
+    for (i, row) in page.rows.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        if Taken::timeless(row) {
+            body.push_str(row.list_text.get_or_init(|| item(row).into()));
+        } else {
+            body.push_str(&item(row));
+        }
+    }
+    let tail = serde_json::json!({
+        "next_page_token": page.next.unwrap_or_default(),
+        "total_matching": page.total_matching,
+        "as_of_ms_ago": u64::try_from(taken.age().as_millis()).unwrap_or(u64::MAX),
+    })
+    .to_string();
+    // `tail` is an object: its fields follow the list.
+    body.push_str("],");
+    body.push_str(tail.strip_prefix('{').unwrap_or(&tail));
+    respond(StatusCode::OK, "application/json", body)
 }
 
 /// Body of `POST /api/circuits/{name}/override`.
@@ -328,19 +359,24 @@ async fn circuit_inner(
             };
             let actor = actor(body.operator.as_deref())?;
             let expires_in = body.expires_in_ms.map(Duration::from_millis);
-            state
+            let d = state
                 .registry
                 .set_override(name, kind, &actor, &body.reason, expires_in)
-                .await?
+                .await?;
+            // Its writer reads the list back at once.
+            state.cache.invalidate();
+            d
         }
         (Method::DELETE, true) => {
             authorize(state, headers)?;
             let body: ClearOverride = read_json(body).await?;
             let actor = actor(body.operator.as_deref())?;
-            state
+            let d = state
                 .registry
                 .clear_override(name, &actor, &body.reason)
-                .await?
+                .await?;
+            state.cache.invalidate();
+            d
         }
         (m, is_override) => {
             return Err(ApiError {
@@ -375,12 +411,7 @@ mod tests {
         let registry =
             breakerd_core::Registry::new(config.registry_config(), config.resolver.clone());
         let (_stop, shutdown) = crate::shutdown::ShutdownSignal::new();
-        let http = crate::http::HttpConfig {
-            listen: None,
-            listen_required: false,
-            admin_token: None,
-            max_circuit_series: 10,
-        };
+        let http = crate::http::HttpConfig::new(10);
         let state = HttpState::new(
             registry.clone(),
             crate::middleware::metrics::RpcMetrics::new(),

@@ -1,7 +1,9 @@
 //! `GET /metrics`: the Prometheus text exposition format (version 0.0.4),
 //! written by hand.
 //!
-//! Every value comes from the registry's totals at scrape time, except the
+//! Every value comes from the registry's totals at scrape time, the
+//! circuit counts and per-circuit series from the side port's shared copy
+//! of the circuits (at most `[http] list_cache_ms` old), except the
 //! per-method RPC figures, which the RPC metrics middleware
 //! ([`crate::middleware::metrics`]) records as calls run. Label values are
 //! bounded: per-circuit series are capped (the rest summed under
@@ -18,8 +20,12 @@ use axum::{extract::State as Shared, response::Response};
 use breakerd_policy::State;
 use http::StatusCode;
 
-use super::{response::respond, state::HttpState};
-use breakerd_core::{ListQuery, Registry};
+use super::{
+    cache::{PageQuery, Taken},
+    response::respond,
+    state::HttpState,
+};
+use breakerd_core::Registry;
 
 use crate::middleware::metrics::{Histogram, LATENCY_BUCKETS, OTHER, RpcMetrics};
 
@@ -40,10 +46,12 @@ fn write_histogram(out: &mut String, h: &Histogram, name: &str, labels: &str) {
 
 /// `GET /metrics`: the exposition, as of now.
 pub async fn scrape(Shared(state): Shared<Arc<HttpState>>) -> Response {
+    let circuits = state.cache.fresh().await;
     let text = render(&ScrapeSources {
         registry: &state.registry,
+        circuits: &circuits,
         rpc: &state.rpc,
-        sse_clients: state.sse_clients.load(Ordering::Relaxed) as u64,
+        sse_clients: super::sse::open_streams(&state).0 as u64,
         max_circuit_series: state.config.max_circuit_series,
         started: state.started,
     });
@@ -57,8 +65,11 @@ pub async fn scrape(Shared(state): Shared<Arc<HttpState>>) -> Response {
 /// Everything `/metrics` shows besides the registry.
 #[derive(Debug)]
 pub struct ScrapeSources<'a> {
-    /// The circuits.
+    /// The registry's totals.
     pub registry: &'a Registry,
+    /// The circuits: the side port's shared copy (at most `[http]
+    /// list_cache_ms` old), so that a scrape loop costs no scan each.
+    pub circuits: &'a Taken,
     /// gRPC calls.
     pub rpc: &'a RpcMetrics,
     /// Open `/events` streams.
@@ -115,20 +126,18 @@ pub fn render(src: &ScrapeSources<'_>) -> String {
     for state in [State::Open, State::HalfOpen, State::Closed] {
         let room = src.max_circuit_series.saturating_sub(own.len());
         // One page is enough: the cap is at most a page.
-        let page = src.registry.list(&ListQuery {
+        let page = src.circuits.page(&PageQuery {
             state: Some(state),
-            page_size: room.max(1),
-            ..ListQuery::default()
+            limit: room.max(1),
+            ..PageQuery::default()
         });
-        if let Ok(page) = page {
-            by_state[state_index(state)] = page.total_matching;
-            own.extend(
-                page.circuits
-                    .into_iter()
-                    .take(room)
-                    .map(|c| (c.name.to_string(), c.state)),
-            );
-        }
+        by_state[state_index(state)] = page.total_matching as u64;
+        own.extend(
+            page.rows
+                .iter()
+                .take(room)
+                .map(|r| (r.snapshot.name.to_string(), r.snapshot.state)),
+        );
     }
     // A circuit that changed state between two lists must not get two
     // series of its own.

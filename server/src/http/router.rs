@@ -1,6 +1,8 @@
 //! The side port's routes, on axum: which handler serves which path and
 //! method, and the JSON 404 and 405 answers for everything else.
 //!
+//! Every route is behind the `Host` check ([`hosts`]).
+//!
 //! `get` routes answer `HEAD` too, as before; `/events` and
 //! `/api/circuits` never did (a `HEAD` there is 405), so they say so.
 
@@ -15,7 +17,7 @@ use axum::{
 use http::{Method, Uri};
 
 use super::{
-    api, dashboard, metrics,
+    api, dashboard, hosts, metrics,
     response::{method_not_allowed, not_found},
     sse,
     state::HttpState,
@@ -37,6 +39,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/circuits/", any(api::unnamed))
         .route("/api/circuits/{*name}", any(api::circuit))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            hosts::check,
+        ))
         .with_state(state)
 }
 

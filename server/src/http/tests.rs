@@ -27,10 +27,13 @@ async fn start(token: Option<&str>, max_circuit_series: usize) -> Side {
     let registry = Registry::new(config.registry_config(), config.resolver.clone());
     let (stop_tx, stop) = ShutdownSignal::new();
     let http = HttpConfig {
-        listen: None,
-        listen_required: false,
         admin_token: token.map(|t| AdminToken::new(t).unwrap()),
-        max_circuit_series,
+        // These tests read what they just changed: no cached copy.
+        limits: HttpLimits {
+            list_cache: Duration::ZERO,
+            ..HttpLimits::default()
+        },
+        ..HttpConfig::new(max_circuit_series)
     };
     let state = HttpState::new(registry.clone(), RpcMetrics::new(), http, stop);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -76,7 +79,7 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
 async fn req(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>, body: &str) -> Reply {
     let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let text = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     raw(addr, text.as_bytes()).await
@@ -391,7 +394,7 @@ async fn events_stream_a_snapshot_then_changes() {
     let side = start(None, 200).await;
     side.registry.acquire("payments", "web-1").unwrap();
     let mut s = TcpStream::connect(side.addr).await.unwrap();
-    s.write_all(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut seen = String::new();

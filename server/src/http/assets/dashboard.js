@@ -101,14 +101,21 @@
     c.receivedAt = performance.now();
   }
 
+  // A snapshot comes in pages ("part" 0, 1, ...; "more" is false on the
+  // last): a circuit in none of them is gone.
+  let snapshotSeen = null;
+
   function onSnapshot(ev) {
     const data = JSON.parse(ev.data);
-    const seen = new Set();
+    if (!data.part || !snapshotSeen) snapshotSeen = new Set();
     for (const s of data.circuits) {
-      seen.add(s.name);
+      snapshotSeen.add(s.name);
       applySnap(s, true);
     }
-    for (const name of [...circuits.keys()]) if (!seen.has(name)) circuits.delete(name);
+    if (!data.more) {
+      for (const name of [...circuits.keys()]) if (!snapshotSeen.has(name)) circuits.delete(name);
+      snapshotSeen = null;
+    }
     queueRender();
   }
 
