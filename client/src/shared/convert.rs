@@ -67,6 +67,25 @@ pub(crate) fn refusal_code(code: tonic::Code) -> Option<RefusalCode> {
     })
 }
 
+/// True when a failed RPC ran out of time rather than reaching a
+/// coordinator that could not answer: `DEADLINE_EXCEEDED` (the
+/// coordinator's own `grpc-timeout`), or tonic's client-side enforcement of
+/// the request timeout (`CANCELLED` caused by [`tonic::TimeoutExpired`]).
+/// A missed deadline alone is not evidence that the coordinator is gone.
+pub(crate) fn is_missed_deadline(status: &tonic::Status) -> bool {
+    if status.code() == tonic::Code::DeadlineExceeded {
+        return true;
+    }
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use breakerd_policy::Policy;
@@ -92,6 +111,17 @@ mod tests {
         let spec = policy.to_spec();
         assert_eq!(spec.consecutive_failures, Some(3));
         assert_eq!(spec.open_base_ms, Some(200));
+    }
+
+    #[test]
+    fn timeouts_are_missed_deadlines_and_other_failures_are_not() {
+        use tonic::{Code, Status};
+        assert!(is_missed_deadline(&Status::deadline_exceeded("late")));
+        let timed_out = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert!(is_missed_deadline(&timed_out), "{timed_out:?}");
+        for code in [Code::Unavailable, Code::Cancelled, Code::Unknown] {
+            assert!(!is_missed_deadline(&Status::new(code, "x")), "{code:?}");
+        }
     }
 
     #[test]
