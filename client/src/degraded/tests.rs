@@ -348,3 +348,59 @@ async fn half_open_without_the_coordinator_gives_no_probe_for_a_lease() {
     }
     assert_eq!(c.stats().acquire_rpcs, 0);
 }
+
+/// No decision path waits on anything but the RPC deadline: no connect
+/// timeout, no lock, no other timer. On the paused clock a wait is exact,
+/// so any such wait would show as virtual time past the deadline (the
+/// connect timeout here is seconds). Through the full client, background
+/// tasks included; 20 first uses and 20 half-open probe requests at once.
+#[tokio::test(start_paused = true)]
+async fn no_decision_waits_past_the_deadline_on_the_paused_clock() {
+    let (_hole, endpoint) = black_hole();
+    let deadline = Duration::from_millis(30);
+    let c = Coordinator::builder()
+        .endpoint(endpoint)
+        .node_id("unit-3")
+        .rpc_timeout(deadline)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("config");
+    let mut circuits = Vec::new();
+    for i in 0..40 {
+        let circuit = c.circuit(&format!("c-{i}")).expect("name");
+        if i % 2 == 1 {
+            push(
+                &circuit,
+                pb::CircuitState::HalfOpen,
+                pb::DegradedMode::Local,
+                0,
+            );
+        }
+        circuits.push(circuit);
+    }
+    let t = Instant::now();
+    let calls: Vec<_> = circuits
+        .iter()
+        .cloned()
+        .map(|circuit| {
+            tokio::spawn(async move {
+                let r = circuit.acquire().await.map(|p| p.is_degraded());
+                (Instant::now(), r)
+            })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let (done, r) = call.await.expect("call");
+        let waited = done - t;
+        assert!(
+            waited >= deadline && waited <= deadline + Duration::from_millis(1),
+            "call {i} waited {waited:?}"
+        );
+        if i % 2 == 1 {
+            assert!(r.is_err_and(|e| e.is_open()), "half-open: no probe");
+        } else {
+            assert_eq!(r.ok(), Some(true), "first use: the degraded rule");
+        }
+    }
+    assert_eq!(c.stats().acquire_rpcs, 40);
+}
