@@ -394,8 +394,13 @@ async fn run(args: Args) -> Result<(), String> {
             match r {
                 Ok(t) => {
                     log(format!(
-                        "  {s}: per repeat {:?}{}",
+                        "  {s}: per repeat {:?}{}{}",
                         t.counts,
+                        if t.degraded.iter().any(|&d| d > 0) {
+                            format!(" (degraded decisions {:?})", t.degraded)
+                        } else {
+                            String::new()
+                        },
                         if t.stalls > 0 {
                             format!(" ({} stalls, {} ms stopped)", t.stalls, t.stalled_ms)
                         } else {

@@ -626,6 +626,8 @@ pub struct TripResult {
     /// With injected stalls: stalls and their total ms, over all repeats.
     pub stalls: usize,
     pub stalled_ms: usize,
+    /// (a) only: per repeat, calls allowed without the coordinator.
+    pub degraded: Vec<u64>,
 }
 
 impl TripResult {
@@ -640,6 +642,9 @@ impl TripResult {
             "per_repeat": self.counts,
             "median": self.median_count(),
         });
+        if !self.degraded.is_empty() {
+            v["degraded_decisions_per_repeat"] = json!(self.degraded);
+        }
         if self.stalls > 0 {
             v["stalls"] = json!(self.stalls);
             v["stalled_ms"] = json!(self.stalled_ms);
@@ -746,6 +751,8 @@ pub async fn trip(
         } else {
             None
         };
+        let degraded_before =
+            crate::fleet::DEGRADED_DECISIONS.load(std::sync::atomic::Ordering::Relaxed);
         let r = driver::run(&plan, false, |i| {
             if i == t0_index {
                 dep.start_failing();
@@ -753,6 +760,12 @@ pub async fn trip(
             fleet.call((i % NODES as u64) as usize, 0, &dep)
         })
         .await;
+        if matches!(target, TripTarget::Breakerd(_)) {
+            out.degraded.push(
+                crate::fleet::DEGRADED_DECISIONS.load(std::sync::atomic::Ordering::Relaxed)
+                    - degraded_before,
+            );
+        }
         if let Some(s) = injector {
             s.finish();
         }
