@@ -271,6 +271,9 @@ impl Fleet for BreakerdFleet {
         Box::pin(async move {
             match c.acquire().await {
                 Ok(permit) => {
+                    if permit.is_degraded() {
+                        DEGRADED_DECISIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if dep.call().await {
                         permit.success();
                     } else {
@@ -284,6 +287,10 @@ impl Fleet for BreakerdFleet {
         })
     }
 }
+
+/// Calls (a) allowed without the coordinator (degraded mode, or a first
+/// use whose Acquire missed its deadline), over all breakerd fleets.
+pub static DEGRADED_DECISIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 // ---- (b) the Redis trick ----------------------------------------------------
 

@@ -15,6 +15,7 @@ mod fleet;
 mod keys;
 mod output;
 mod procs;
+mod stall;
 mod stats;
 mod workloads;
 
@@ -55,6 +56,11 @@ struct Args {
     /// Only these workloads (comma-separated: w1,w1s,w2,w3,w4,w5,w6,w7).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also run W3 and W4 (breakerd and the Redis trick) while this load
+    /// generator is stopped for 20-50 ms at random (SIGSTOP / SIGCONT):
+    /// results `w3_*_stalls_*`, `w4_*_stalls_*`.
+    #[arg(long)]
+    stalls: bool,
 }
 
 fn main() -> ExitCode {
@@ -337,15 +343,15 @@ async fn run(args: Args) -> Result<(), String> {
         let mut runs: Vec<(&str, Result<TripResult, String>)> = vec![
             (
                 "a",
-                workloads::trip(kind, reps, TripTarget::Breakerd(&mut a)).await,
+                workloads::trip(kind, reps, false, TripTarget::Breakerd(&mut a)).await,
             ),
             (
                 "b",
-                workloads::trip(kind, reps, TripTarget::Redis(&mut b)).await,
+                workloads::trip(kind, reps, false, TripTarget::Redis(&mut b)).await,
             ),
             (
                 "c",
-                workloads::trip(kind, reps, TripTarget::Local(&mut local_trip)).await,
+                workloads::trip(kind, reps, false, TripTarget::Local(&mut local_trip)).await,
             ),
         ];
         if kind == TripKind::Trip {
@@ -359,14 +365,48 @@ async fn run(args: Args) -> Result<(), String> {
                     NODES,
                     Some(Duration::from_millis(1)),
                 )?;
-                workloads::trip(kind, reps, TripTarget::Breakerd(&mut f)).await
+                workloads::trip(kind, reps, false, TripTarget::Breakerd(&mut f)).await
             };
             runs.push(("a_flush1ms", fast.await));
+        }
+        if args.stalls {
+            runs.push((
+                "a_stalls",
+                workloads::trip(kind, reps, true, TripTarget::Breakerd(&mut a)).await,
+            ));
+            runs.push((
+                "b_stalls",
+                workloads::trip(kind, reps, true, TripTarget::Redis(&mut b)).await,
+            ));
+            if kind == TripKind::Trip {
+                let fast = async {
+                    let mut f = BreakerdFleet::connect_with(
+                        &main_server.http_url(),
+                        NODES,
+                        Some(Duration::from_millis(1)),
+                    )?;
+                    workloads::trip(kind, reps, true, TripTarget::Breakerd(&mut f)).await
+                };
+                runs.push(("a_flush1ms_stalls", fast.await));
+            }
         }
         for (s, r) in runs {
             match r {
                 Ok(t) => {
-                    log(format!("  {s}: per repeat {:?}", t.counts));
+                    log(format!(
+                        "  {s}: per repeat {:?}{}{}",
+                        t.counts,
+                        if t.degraded.iter().any(|&d| d > 0) {
+                            format!(" (degraded decisions {:?})", t.degraded)
+                        } else {
+                            String::new()
+                        },
+                        if t.stalls > 0 {
+                            format!(" ({} stalls, {} ms stopped)", t.stalls, t.stalled_ms)
+                        } else {
+                            String::new()
+                        }
+                    ));
                     if kind == TripKind::Trip {
                         res.put(&format!("w3_{s}_wasted_calls"), t.median_count());
                         res.put(
@@ -379,13 +419,13 @@ async fn run(args: Args) -> Result<(), String> {
                         );
                     } else {
                         res.put(&format!("w4_{s}_probes"), t.median_count());
-                        if s == "a" {
+                        if s == "a" || s == "a_stalls" {
                             res.put(
-                                "w4_a_probes_max",
+                                &format!("w4_{s}_probes_max"),
                                 t.counts.iter().copied().max().unwrap_or(0) as f64,
                             );
                             res.put(
-                                "w4_a_probes_min",
+                                &format!("w4_{s}_probes_min"),
                                 t.counts.iter().copied().min().unwrap_or(0) as f64,
                             );
                         }

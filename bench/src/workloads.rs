@@ -623,6 +623,11 @@ pub struct TripResult {
     pub propagation_ms: Vec<f64>,
     /// Node-repeats that had not started rejecting by the end of the run.
     pub never_rejected: u64,
+    /// With injected stalls: stalls and their total ms, over all repeats.
+    pub stalls: usize,
+    pub stalled_ms: usize,
+    /// (a) only: per repeat, calls allowed without the coordinator.
+    pub degraded: Vec<u64>,
 }
 
 impl TripResult {
@@ -637,6 +642,13 @@ impl TripResult {
             "per_repeat": self.counts,
             "median": self.median_count(),
         });
+        if !self.degraded.is_empty() {
+            v["degraded_decisions_per_repeat"] = json!(self.degraded);
+        }
+        if self.stalls > 0 {
+            v["stalls"] = json!(self.stalls);
+            v["stalled_ms"] = json!(self.stalled_ms);
+        }
         if !self.propagation_ms.is_empty() || self.never_rejected > 0 {
             v["propagation_ms_p50"] = json!(round3(percentile(&self.propagation_ms, 50.0)));
             v["propagation_ms_p99"] = json!(round3(percentile(&self.propagation_ms, 99.0)));
@@ -670,9 +682,13 @@ pub enum TripTarget<'f> {
 }
 
 /// Run W3 or W4 on one design, `repeats` times, each on a fresh circuit.
+/// With `stalls`, this process (the load generator and every simulated
+/// node) is stopped for 20-50 ms at random throughout each run
+/// (`stall.rs`).
 pub async fn trip(
     kind: TripKind,
     repeats: usize,
+    stalls: bool,
     mut target: TripTarget<'_>,
 ) -> Result<TripResult, String> {
     let pre = Duration::from_millis(200);
@@ -727,6 +743,16 @@ pub async fn trip(
             max_in_flight: 20_000,
         };
         let t0_index = (TRIP_RATE * pre.as_secs_f64()) as u64;
+        let injector = if stalls {
+            let s = crate::stall::Stalls::start(pre + post, run.wrapping_mul(7919) ^ rep as u64)?;
+            out.stalls += s.planned;
+            out.stalled_ms += s.planned_ms;
+            Some(s)
+        } else {
+            None
+        };
+        let degraded_before =
+            crate::fleet::DEGRADED_DECISIONS.load(std::sync::atomic::Ordering::Relaxed);
         let r = driver::run(&plan, false, |i| {
             if i == t0_index {
                 dep.start_failing();
@@ -734,6 +760,15 @@ pub async fn trip(
             fleet.call((i % NODES as u64) as usize, 0, &dep)
         })
         .await;
+        if matches!(target, TripTarget::Breakerd(_)) {
+            out.degraded.push(
+                crate::fleet::DEGRADED_DECISIONS.load(std::sync::atomic::Ordering::Relaxed)
+                    - degraded_before,
+            );
+        }
+        if let Some(s) = injector {
+            s.finish();
+        }
         if r.errors > 0 {
             return Err(format!(
                 "{tag} {}: {} breaker errors",

@@ -13,6 +13,9 @@ use crate::shared::{ClientTls, Config, Secret};
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_millis(30);
 /// Default TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Default number of RPC deadlines missed in a row that switch the client
+/// to degraded mode.
+pub const DEFAULT_DEGRADE_AFTER_MISSED: u32 = 3;
 /// Default capacity of the report queue.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 /// Default largest report batch.
@@ -42,6 +45,7 @@ impl Default for Builder {
                 node_id: String::new(),
                 rpc_timeout: DEFAULT_RPC_TIMEOUT,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                degrade_after_missed: DEFAULT_DEGRADE_AFTER_MISSED,
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
                 batch_size: DEFAULT_BATCH_SIZE,
                 flush_interval: DEFAULT_FLUSH_INTERVAL,
@@ -71,6 +75,18 @@ impl Builder {
     /// on the coordinator. Default 30 ms.
     pub fn rpc_timeout(mut self, d: Duration) -> Self {
         self.config.rpc_timeout = d;
+        self
+    }
+
+    /// How many coordinator RPC deadlines must be missed in a row before
+    /// the client takes the coordinator for gone and switches to degraded
+    /// mode. Default 3. One slow RPC is not evidence: a stalled node misses
+    /// every deadline inside the stall, and those count once (see the
+    /// crate docs). A broken Watch stream or a failed connection switches
+    /// at once, whatever this says. A call never waits for the evidence:
+    /// a missed deadline decides that call from the last pushed state.
+    pub fn degrade_after_missed_deadlines(mut self, n: u32) -> Self {
+        self.config.degrade_after_missed = n;
         self
     }
 
@@ -127,6 +143,23 @@ impl Builder {
     /// streams are opened by background tasks. Must be called within a
     /// tokio runtime.
     pub fn build(self) -> Result<Coordinator, Error> {
+        let c = self.checked()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::Config("Coordinator::build must run inside a tokio runtime".into())
+        })?;
+        let channel = c.channel()?;
+        Ok(Coordinator::start(c, channel, runtime))
+    }
+
+    /// [`build`](Self::build) without the background tasks (unit tests).
+    #[cfg(test)]
+    pub(crate) fn build_detached(self) -> Result<Coordinator, Error> {
+        let c = self.checked()?;
+        let channel = c.channel()?;
+        Ok(Coordinator::start_detached(c, channel))
+    }
+
+    fn checked(self) -> Result<Config, Error> {
         let c = self.config;
         if !c.node_id.is_empty() {
             validate_name(&c.node_id).map_err(|e| Error::Config(format!("node id: {e}")))?;
@@ -134,17 +167,18 @@ impl Builder {
         if c.rpc_timeout.is_zero() {
             return Err(Error::Config("rpc_timeout must be positive".into()));
         }
+        if c.degrade_after_missed == 0 {
+            return Err(Error::Config(
+                "degrade_after_missed_deadlines must be at least 1".into(),
+            ));
+        }
         if c.queue_capacity == 0 || c.batch_size == 0 || c.batch_size > 10_000 {
             return Err(Error::Config(
                 "report_queue_capacity must be positive and report_batch_size within 1..=10000"
                     .into(),
             ));
         }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::Config("Coordinator::build must run inside a tokio runtime".into())
-        })?;
-        let channel = c.channel()?;
-        Ok(Coordinator::start(c, channel, runtime))
+        Ok(c)
     }
 }
 

@@ -24,8 +24,8 @@ use crate::degraded;
 use crate::error::{CallError, Error};
 use crate::permit::Permit;
 use crate::shared::{
-    CircuitShared, CircuitView, Link, PermitKind, TaskGuard, Word, reason_from_proto, refusal_code,
-    state_from_proto,
+    CircuitShared, CircuitView, Link, PermitKind, TaskGuard, Word, is_missed_deadline,
+    reason_from_proto, refusal_code, state_from_proto,
 };
 use crate::trace;
 
@@ -45,6 +45,32 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
 /// The degraded-mode decision (coordinator unreachable), as a permit.
 fn decide_locally(s: &Arc<CircuitShared>, w: Word) -> Result<Permit, Error> {
     degraded::decide(s, w).map(|g| Permit::granted(Arc::clone(s), g))
+}
+
+/// The decision the last pushed state makes on its own, with no RPC:
+/// `None` when only the coordinator can decide (half-open, open past its
+/// deadline, or nothing known yet).
+fn from_pushed(s: &Arc<CircuitShared>, w: Word) -> Option<Result<Permit, Error>> {
+    let coordinated = || {
+        Ok(Permit::new(
+            Arc::clone(s),
+            w.generation(),
+            0,
+            PermitKind::Coordinated,
+        ))
+    };
+    match w.override_kind() {
+        Some(OverrideKind::ForcedOpen) => return Some(Err(s.forced_open(w))),
+        Some(OverrideKind::ForcedClosed | OverrideKind::Disabled) => return Some(coordinated()),
+        None => {}
+    }
+    match w.state() {
+        Some(State::Closed) => Some(coordinated()),
+        Some(State::Open) => s
+            .remaining(s.open_until.load(Ordering::Acquire))
+            .map(|left| Err(s.open_error(State::Open, RejectReason::Open, left))),
+        Some(State::HalfOpen) | None => None,
+    }
 }
 
 /// A handle on one named circuit of a [`Coordinator`](crate::Coordinator).
@@ -77,10 +103,16 @@ impl Circuit {
     /// * `OPEN`: rejected locally with [`Error::Open`] until the open
     ///   deadline; after it, one Acquire RPC asks for a probe.
     /// * `HALF_OPEN`, or first use before any state arrived: one Acquire RPC,
-    ///   bounded by the configured RPC timeout.
-    /// * Coordinator known unreachable: the circuit's degraded mode decides
-    ///   at once (`LOCAL` breaker, `FAIL_OPEN`, or `FAIL_CLOSED` →
-    ///   [`Error::Unavailable`]).
+    ///   bounded by the configured RPC timeout. If it misses the deadline the
+    ///   call is decided at once from the last pushed state: half-open gives
+    ///   no probe ([`Error::Open`], `ProbesExhausted`), nothing known yet
+    ///   gives the degraded-mode rule. One missed deadline does not switch
+    ///   the client to degraded mode; several in a row do.
+    /// * Coordinator known unreachable (Watch stream broken, connection
+    ///   failed, or enough deadlines missed in a row): the circuit's
+    ///   degraded mode decides at once, fail-static (`LOCAL` breaker,
+    ///   `FAIL_OPEN`, or `FAIL_CLOSED` → [`Error::Unavailable`]; see the
+    ///   crate docs).
     ///
     /// The returned [`Permit`] must be given the call's outcome.
     pub async fn acquire(&self) -> Result<Permit, Error> {
@@ -99,43 +131,30 @@ impl Circuit {
         if s.common.link() == Link::Down {
             return decide_locally(s, w);
         }
-        match w.override_kind() {
-            Some(OverrideKind::ForcedOpen) => return Err(s.forced_open(w)),
-            Some(OverrideKind::ForcedClosed | OverrideKind::Disabled) => {
-                return Ok(Permit::new(
-                    Arc::clone(s),
-                    w.generation(),
-                    0,
-                    PermitKind::Coordinated,
-                ));
-            }
-            None => {}
-        }
-        match w.state() {
-            Some(State::Closed) => Ok(Permit::new(
-                Arc::clone(s),
-                w.generation(),
-                0,
-                PermitKind::Coordinated,
-            )),
-            Some(State::Open) => match s.remaining(s.open_until.load(Ordering::Acquire)) {
-                Some(left) => Err(s.open_error(State::Open, RejectReason::Open, left)),
-                None => Box::pin(self.remote(trace_id)).await,
-            },
+        match from_pushed(s, w) {
+            Some(decided) => decided,
             // Boxed so that the future of `acquire` stays small for the
             // common case: the RPC's state machine is large, and the
             // allocation is nothing next to the round trip.
-            Some(State::HalfOpen) | None => Box::pin(self.remote(trace_id)).await,
+            None => Box::pin(self.remote(trace_id)).await,
         }
     }
 
-    /// One Acquire RPC, bounded by the RPC timeout. A transport failure or
-    /// timeout marks the coordinator unreachable and falls back to the
-    /// degraded decision with no further wait.
+    /// One Acquire RPC, bounded by the RPC timeout.
+    ///
+    /// * An answer (allowed, rejected or refused) ends any run of missed
+    ///   deadlines.
+    /// * A failed connection is evidence that the coordinator is gone: the
+    ///   client switches to degraded mode and this call is decided there.
+    /// * A missed deadline is not, until enough are missed in a row
+    ///   (`degrade_after_missed_deadlines`); meanwhile the call is decided
+    ///   from the last pushed state with no further wait: no probe for this
+    ///   node (half-open), the degraded-mode rule (nothing known yet).
     async fn remote(&self, trace_id: Option<&str>) -> Result<Permit, Error> {
         let s = &self.shared;
         let c = &s.common;
         c.stats.acquire_rpcs.fetch_add(1, Ordering::Relaxed);
+        let started = c.now_nanos();
         let mut req = tonic::Request::new(pb::AcquireRequest {
             circuit: s.name.to_string(),
             node_id: c.node_name.clone(),
@@ -145,6 +164,7 @@ impl Circuit {
         let mut client = c.client.clone();
         match tokio::time::timeout(c.config.rpc_timeout, client.acquire(req)).await {
             Ok(Ok(resp)) => {
+                c.rpc_answered();
                 let r = resp.into_inner();
                 s.absorb(&r);
                 if r.allowed {
@@ -165,22 +185,58 @@ impl Circuit {
                 }
             }
             Ok(Err(status)) => match refusal_code(status.code()) {
-                Some(code) => Err(Error::Refused {
-                    circuit: Arc::clone(&s.name),
-                    code,
-                    message: status.message().to_owned(),
-                }),
+                Some(code) => {
+                    c.rpc_answered();
+                    Err(Error::Refused {
+                        circuit: Arc::clone(&s.name),
+                        code,
+                        message: status.message().to_owned(),
+                    })
+                }
+                // The request's deadline ran out (the coordinator's
+                // grpc-timeout, or tonic enforcing it here): a missed
+                // deadline, like our own timer's.
+                None if is_missed_deadline(&status) => {
+                    tracing::debug!(circuit = %s.name, "acquire missed its deadline");
+                    self.missed_deadline(started)
+                }
                 None => {
                     tracing::debug!(circuit = %s.name, code = ?status.code(), "acquire failed; deciding locally");
-                    c.mark_down();
+                    c.mark_down("an RPC could not reach the coordinator");
                     decide_locally(s, s.load())
                 }
             },
             Err(_) => {
-                tracing::debug!(circuit = %s.name, "acquire timed out; deciding locally");
-                c.mark_down();
-                decide_locally(s, s.load())
+                tracing::debug!(circuit = %s.name, "acquire missed its deadline");
+                self.missed_deadline(started)
             }
+        }
+    }
+
+    /// The decision of a call whose RPC missed its deadline: degraded mode
+    /// if this miss completed the evidence, else the last pushed state.
+    fn missed_deadline(&self, started: u64) -> Result<Permit, Error> {
+        let s = &self.shared;
+        s.common.rpc_missed_deadline(started);
+        let w = s.load();
+        if s.common.link() == Link::Down {
+            return decide_locally(s, w);
+        }
+        // A push may have arrived meanwhile (closed, open, an override).
+        if let Some(decided) = from_pushed(s, w) {
+            return decided;
+        }
+        match w.state() {
+            // Half-open (or open past its deadline, so half-open by now):
+            // only the coordinator grants probes, and it did not answer.
+            Some(_) => Err(s.open_error(
+                State::HalfOpen,
+                RejectReason::ProbesExhausted,
+                s.common.config.rpc_timeout,
+            )),
+            // Nothing pushed yet: the rule of the (default) degraded mode,
+            // for this call only.
+            None => degraded::decide_unknown(s, w).map(|g| Permit::granted(Arc::clone(s), g)),
         }
     }
 

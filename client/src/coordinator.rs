@@ -94,6 +94,22 @@ impl Coordinator {
         Self { inner, tasks }
     }
 
+    /// A connection with no background tasks (no Watch, no ReportStream),
+    /// for unit tests that push snapshots and flip the link by hand.
+    #[cfg(test)]
+    pub(crate) fn start_detached(config: Config, channel: RpcChannel) -> Self {
+        let common = Arc::new(Common::new(config, channel));
+        let inner = Arc::new(Inner::new(common));
+        let tasks = Arc::new(TaskGuard::new(Vec::new()));
+        Self { inner, tasks }
+    }
+
+    /// The common handle, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn common(&self) -> &Common {
+        &self.inner.common
+    }
+
     /// A handle on the circuit `name`, checked with the coordinator's naming
     /// rule (1-200 bytes of `[A-Za-z0-9._:/-]`). The first time a name is
     /// used the Watch stream is re-opened to include it; no call waits for

@@ -21,14 +21,25 @@
 //!   outcome says how long it waited in its batch, so the coordinator counts
 //!   failures in completion order. While the stream is down outcomes are
 //!   not sent (counted in [`Stats::unsent_reports`]).
-//! * **Degraded mode.** While the coordinator is unreachable (Watch stream
-//!   down, or an RPC failed or timed out) each circuit follows its
-//!   [`DegradedMode`] from the last snapshot, with no network wait:
-//!   `LOCAL` (default) honours the last known open deadline, then runs the
-//!   very same [`breakerd_policy::Breaker`] the coordinator runs, built from
-//!   the last known policy and fed this node's own outcomes (it can trip on
-//!   its own, and is discarded when the coordinator is back); `FAIL_OPEN`
-//!   allows every call; `FAIL_CLOSED` refuses every call with
+//! * **Degraded mode, only on evidence.** The client takes the coordinator
+//!   for gone only when the Watch stream breaks (or cannot be opened), an
+//!   RPC's connection fails, or [`Builder::degrade_after_missed_deadlines`]
+//!   (default 3) RPC deadlines are missed in a row; misses of RPCs that
+//!   overlapped (one stall of the node) count once. One slow RPC is not
+//!   evidence: a call never waits for it, but is decided from the last
+//!   pushed state (a half-open probe request that missed its deadline gets
+//!   no probe). While degraded, each circuit follows its [`DegradedMode`]
+//!   from the last snapshot, with no network wait, **fail-static**: a
+//!   pushed `OPEN` is honoured until its deadline, and a pushed
+//!   `HALF_OPEN` (or an `OPEN` past its deadline) gives this node no probe
+//!   until the coordinator answers again or one probe lease has passed.
+//!   Then `LOCAL` (default) runs the very same [`breakerd_policy::Breaker`]
+//!   the coordinator runs, built from the last known policy, fed this
+//!   node's own outcomes and started in the state the node was following
+//!   (closed, or half-open: never a fresh closed breaker in place of an
+//!   open circuit; it can trip on its own, and is discarded when the
+//!   coordinator is back); `FAIL_OPEN` allows what the fail-static rule
+//!   does not refuse; `FAIL_CLOSED` refuses every call with
 //!   [`Error::Unavailable`]. An operator override from the last snapshot
 //!   still applies. Outcomes recorded while unreachable are not replayed
 //!   later. The client reconnects with exponential backoff and full jitter
@@ -83,8 +94,8 @@ pub mod retry;
 pub use breakerd_policy::MAX_NAME_LEN;
 pub use breakerd_policy::{DegradedMode, Outcome, OverrideKind, RejectReason, State};
 pub use builder::{
-    Builder, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_RPC_TIMEOUT,
+    Builder, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEGRADE_AFTER_MISSED,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_QUEUE_CAPACITY, DEFAULT_RPC_TIMEOUT,
 };
 pub use circuit::{Circuit, validate_name};
 pub use coordinator::{Coordinator, Stats};

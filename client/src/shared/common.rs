@@ -11,6 +11,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::config::{Config, RpcChannel};
+use super::evidence::MissedDeadlines;
 use super::queue::{Queue, Queued};
 
 /// What the client believes about its coordinator.
@@ -49,6 +50,12 @@ pub(crate) struct Common {
     /// `report/codec.rs`).
     pub(crate) report_rpc: tonic::client::Grpc<RpcChannel>,
     link: AtomicU8,
+    /// When the link last went `Down` (nanoseconds since `epoch`; 0 while
+    /// it never did): the fail-static hold-off of degraded mode counts
+    /// from it.
+    down_since: AtomicU64,
+    /// The run of missed RPC deadlines (see `evidence.rs`).
+    missed: MissedDeadlines,
     link_tx: watch::Sender<bool>,
     /// Wakes the watch task when an RPC found the coordinator unreachable.
     pub(crate) kick: Notify,
@@ -69,6 +76,8 @@ impl Common {
             client: BreakerClient::new(channel.clone()),
             report_rpc: tonic::client::Grpc::new(channel),
             link: AtomicU8::new(Link::Unknown as u8),
+            down_since: AtomicU64::new(0),
+            missed: MissedDeadlines::default(),
             link_tx: watch::Sender::new(false),
             kick: Notify::new(),
             urgent: Notify::new(),
@@ -94,29 +103,81 @@ impl Common {
 
     /// Called by the watch task once a fresh snapshot is in place.
     pub(crate) fn mark_up(&self) {
+        self.missed.answered();
         if self.link.swap(Link::Up as u8, Ordering::AcqRel) != Link::Up as u8 {
             tracing::info!(node = %self.node_name, "coordinator connected");
             self.link_tx.send_replace(true);
         }
     }
 
-    /// Called by the watch task when its stream failed.
-    pub(crate) fn mark_down_quiet(&self) {
-        if self.link.swap(Link::Down as u8, Ordering::AcqRel) != Link::Down as u8 {
-            tracing::warn!(node = %self.node_name, "coordinator unreachable; deciding locally");
-            self.link_tx.send_replace(false);
+    /// Switch to `Down`; false if it already was. `down_since` is written
+    /// before the link turns `Down`, so whoever sees `Down` sees it.
+    fn go_down(&self) -> bool {
+        let mut prev = self.link.load(Ordering::Acquire);
+        loop {
+            if prev == Link::Down as u8 {
+                return false;
+            }
+            self.down_since
+                .store(self.now_nanos().max(1), Ordering::Relaxed);
+            match self.link.compare_exchange(
+                prev,
+                Link::Down as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.link_tx.send_replace(false);
+                    return true;
+                }
+                Err(now) => prev = now,
+            }
         }
     }
 
-    /// Called when an RPC failed or timed out: decide locally from now on,
-    /// and have the watch task re-establish (and so re-verify) the link.
-    pub(crate) fn mark_down(&self) {
-        let prev = self.link.swap(Link::Down as u8, Ordering::AcqRel);
-        if prev != Link::Down as u8 {
-            tracing::warn!(node = %self.node_name, "coordinator RPC failed; deciding locally");
-            self.link_tx.send_replace(false);
+    /// Called by the watch task when its stream failed or could not be
+    /// opened: evidence that the coordinator is gone.
+    pub(crate) fn mark_down_quiet(&self) {
+        if self.go_down() {
+            tracing::warn!(node = %self.node_name, "coordinator unreachable; deciding locally");
+        }
+    }
+
+    /// Called when an RPC could not reach the coordinator (the connection
+    /// failed), or when enough deadlines were missed in a row: decide
+    /// locally from now on, and have the watch task re-establish (and so
+    /// re-verify) the link.
+    pub(crate) fn mark_down(&self, why: &'static str) {
+        if self.go_down() {
+            tracing::warn!(node = %self.node_name, why, "coordinator unreachable; deciding locally");
             self.kick.notify_one();
         }
+    }
+
+    /// When the link last went `Down`, as a deadline base (0: never).
+    pub(crate) fn down_since(&self) -> u64 {
+        self.down_since.load(Ordering::Relaxed)
+    }
+
+    /// The coordinator answered an RPC: any run of missed deadlines ends.
+    pub(crate) fn rpc_answered(&self) {
+        self.missed.answered();
+    }
+
+    /// An RPC started at `started` (see `now_nanos`) missed its deadline.
+    /// Only `degrade_after_missed_deadlines` misses in a row are evidence
+    /// enough to switch to degraded mode (see `evidence.rs`); returns true
+    /// when this one did.
+    pub(crate) fn rpc_missed_deadline(&self, started: u64) -> bool {
+        let Some(run) = self.missed.missed(started, self.now_nanos()) else {
+            return false;
+        };
+        if run < self.config.degrade_after_missed {
+            tracing::debug!(node = %self.node_name, run, "coordinator RPC missed its deadline");
+            return false;
+        }
+        self.mark_down("RPC deadlines missed in a row");
+        self.link() == Link::Down
     }
 
     pub(crate) fn now_nanos(&self) -> u64 {

@@ -22,6 +22,8 @@ pub(crate) struct Config {
     pub(crate) node_id: String,
     pub(crate) rpc_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// RPC deadlines missed in a row that switch to degraded mode.
+    pub(crate) degrade_after_missed: u32,
     pub(crate) queue_capacity: usize,
     pub(crate) batch_size: usize,
     pub(crate) flush_interval: Duration,

@@ -35,8 +35,8 @@ pub(crate) fn spec_from_proto(p: &pb::Policy) -> PolicySpec {
 
 /// What a failed RPC's status code means: `Some` when the coordinator
 /// answered and refused (surfaced as `Error::Refused`), `None` when it
-/// could not answer, which switches the client to its degraded mode rather
-/// than surfacing as an error. (An error status saying `OK` cannot come out
+/// could not answer: never an error to the caller, but evidence that may
+/// put the client in degraded mode (`shared/evidence.rs` weighs it). (An error status saying `OK` cannot come out
 /// of tonic; it would mean a broken answer, so it counts as unreachable.)
 pub(crate) fn refusal_code(code: tonic::Code) -> Option<RefusalCode> {
     use tonic::Code;
@@ -59,6 +59,25 @@ pub(crate) fn refusal_code(code: tonic::Code) -> Option<RefusalCode> {
         | Code::Internal
         | Code::Aborted => return None,
     })
+}
+
+/// True when a failed RPC ran out of time rather than reaching a
+/// coordinator that could not answer: `DEADLINE_EXCEEDED` (the
+/// coordinator's own `grpc-timeout`), or tonic's client-side enforcement of
+/// the request timeout (`CANCELLED` caused by [`tonic::TimeoutExpired`]).
+/// A missed deadline alone is not evidence that the coordinator is gone.
+pub(crate) fn is_missed_deadline(status: &tonic::Status) -> bool {
+    if status.code() == tonic::Code::DeadlineExceeded {
+        return true;
+    }
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -108,6 +127,17 @@ mod tests {
         );
         assert_eq!(override_from_proto(0), None);
         assert_eq!(override_from_proto(-4), None);
+    }
+
+    #[test]
+    fn timeouts_are_missed_deadlines_and_other_failures_are_not() {
+        use tonic::{Code, Status};
+        assert!(is_missed_deadline(&Status::deadline_exceeded("late")));
+        let timed_out = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert!(is_missed_deadline(&timed_out), "{timed_out:?}");
+        for code in [Code::Unavailable, Code::Cancelled, Code::Unknown] {
+            assert!(!is_missed_deadline(&Status::new(code, "x")), "{code:?}");
+        }
     }
 
     #[test]

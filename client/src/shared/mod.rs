@@ -7,6 +7,8 @@
 //!
 //! * `common.rs`: the common handle (settings, RPC clients, link state,
 //!   report queue, counters, clock epoch);
+//! * `evidence.rs`: the run of missed RPC deadlines that, long enough,
+//!   is evidence that the coordinator is gone;
 //! * `registry.rs`: the circuits by name and index, and the task guard;
 //! * `cell.rs`: one circuit's cell, and the public [`CircuitView`] of it;
 //! * `word.rs`: the packed word the hot path loads;
@@ -21,6 +23,7 @@ mod cell;
 mod common;
 mod config;
 mod convert;
+mod evidence;
 mod grant;
 mod queue;
 mod registry;
@@ -32,7 +35,8 @@ pub(crate) use common::{Common, Link};
 pub use config::ClientTls;
 pub(crate) use config::{Config, RpcChannel, Secret};
 pub(crate) use convert::{
-    override_from_proto, reason_from_proto, refusal_code, spec_from_proto, state_from_proto,
+    is_missed_deadline, override_from_proto, reason_from_proto, refusal_code, spec_from_proto,
+    state_from_proto,
 };
 pub(crate) use grant::{Grant, PermitKind};
 pub(crate) use queue::{Item, Queued};
