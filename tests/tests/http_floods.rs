@@ -163,7 +163,15 @@ async fn flood(http: SocketAddr) -> f64 {
         }
         open.push(s);
     }
-    assert_eq!((accepted, refused), (64, 16));
+    // 64 fill the cap and 16 are refused; should the machine be so slow
+    // that the first stalled streams were already dropped (after
+    // `sse_stall_timeout_ms`) before the last connected, their slots went
+    // to later clients: the cap must still have refused some.
+    assert_eq!(accepted + refused, 80);
+    assert!(
+        accepted >= 64 && refused > 0,
+        "{accepted} accepted, {refused} refused at a cap of 64"
+    );
     // Until the server drops the stalled streams, sample memory.
     let mut peak = rss_mb();
     let until = Instant::now() + Duration::from_secs(60);
@@ -218,7 +226,15 @@ async fn trickling_sockets_from_one_peer_leave_others_served() {
         "260 trickling sockets from 127.0.0.2: {refused} refused 429, {timed_out} closed by \
          the 3 s header timeout; a request from 127.0.0.1 meanwhile answered in {waited:?}"
     );
-    assert_eq!((refused, timed_out), (228, 32));
+    // 32 fill the per-peer cap and 228 are refused at once. On a machine
+    // slow enough that connecting took longer than the header timeout,
+    // early sockets were closed and their slots reused: then fewer are
+    // refused, but never none, and the cap's 32 always time out.
+    assert_eq!(refused + timed_out, 260);
+    assert!(
+        timed_out >= 32 && refused > 0,
+        "{refused} refused, {timed_out} timed out at a per-peer cap of 32"
+    );
 }
 
 /// Acquire latency of `n` sequential calls: (p50, p99, max).
