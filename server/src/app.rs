@@ -9,13 +9,14 @@ use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use breakerd_core::{Registry, store::Store};
 use tokio::{net::TcpListener, sync::oneshot};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthReporter};
 
 use crate::{
     config::{Config, security_warnings},
     grpc::{self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, health::DrainingHealth},
     http::{self as side_port, HttpState},
+    listener,
     middleware::{
         auth::AuthLayer,
         metrics::{RpcMetrics, RpcMetricsLayer},
@@ -180,6 +181,7 @@ pub async fn serve_with_http(
         },
         auth = config.auth.mode(),
         max_circuits = config.max_circuits,
+        max_connections = config.connections.max_connections,
         version = env!("CARGO_PKG_VERSION"),
         "breakerd listening"
     );
@@ -201,7 +203,7 @@ pub async fn serve_with_http(
         }
     };
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
+    let (incoming, _connections) = listener::incoming(listener, config.connections);
     if let Some(age) = config.max_connection_age {
         builder = builder
             .max_connection_age(age)

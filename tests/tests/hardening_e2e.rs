@@ -300,3 +300,85 @@ async fn the_new_circuit_limit_is_resource_exhausted_and_creates_nothing() {
     // Another node still may create.
     client.acquire(acquire("new-c", "other")).await.unwrap();
 }
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_while_connected_clients_are_served() {
+    // The shared channel holds one of the three slots.
+    let server = TestServer::start_with(config(
+        "[server]\nmax_connections = 3\npreface_timeout_ms = 600000\n",
+    ))
+    .await;
+    still_serving(&server, "before-the-flood").await;
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = within("connecting", TcpStream::connect(server.addr))
+            .await
+            .unwrap();
+        // A full HTTP/2 client: the server answers with its SETTINGS, which
+        // proves the connection was kept.
+        s.write_all(PREFACE).await.unwrap();
+        s.write_all(&EMPTY_SETTINGS).await.unwrap();
+        let mut buf = [0u8; 9];
+        within("the server's settings", s.read_exact(&mut buf))
+            .await
+            .unwrap();
+        assert_eq!(buf[3], 4, "{buf:02x?}");
+        idle.push(s);
+    }
+    // Past the cap: closed without a word.
+    let mut over = within("connecting", TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    let _ = over.write_all(PREFACE).await;
+    assert!(read_until_closed(&mut over).await.is_empty());
+    // The connected client is still served.
+    still_serving(&server, "during-the-flood").await;
+    // A freed slot is used again.
+    drop(idle.pop());
+    let channel = within("connecting again", async {
+        loop {
+            let c = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            // The server may not have seen the close yet: retry until a
+            // call gets through (each refused connection fails its call).
+            if BreakerClient::new(c.clone())
+                .acquire(acquire("after-the-flood", ""))
+                .await
+                .is_ok()
+            {
+                return c;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    drop(channel);
+}
+
+#[tokio::test]
+async fn a_connection_that_never_speaks_is_closed_at_the_preface_timeout() {
+    let server = TestServer::start_with(config("[server]\npreface_timeout_ms = 300\n")).await;
+    let mut silent = within("connecting", TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    let opened = std::time::Instant::now();
+    // The server speaks first (its SETTINGS), then gives up on the client.
+    read_until_closed(&mut silent).await;
+    let lived = opened.elapsed();
+    assert!(
+        lived >= std::time::Duration::from_millis(250),
+        "closed after {lived:?}"
+    );
+    // Fewer bytes than the preface do not keep it either.
+    let mut trickle = within("connecting", TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    trickle.write_all(&PREFACE[..10]).await.unwrap();
+    read_until_closed(&mut trickle).await;
+    // A client that speaks is served well past the timeout: the shared
+    // channel connected before both.
+    still_serving(&server, "after-the-timeout").await;
+}

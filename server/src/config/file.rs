@@ -73,6 +73,12 @@ pub struct ServerSection {
     pub request_timeout_ms: u64,
     /// Set `TCP_NODELAY` on accepted connections.
     pub tcp_nodelay: bool,
+    /// Connections open at once on the gRPC port; one more is closed as
+    /// soon as it is accepted.
+    pub max_connections: u64,
+    /// A new connection that has not sent the HTTP/2 preface (or its TLS
+    /// hello) within this is closed.
+    pub preface_timeout_ms: u64,
     /// On shutdown, how long in-flight calls and streams may take to finish
     /// before the process exits anyway.
     pub shutdown_drain_ms: u64,
@@ -93,6 +99,8 @@ impl Default for ServerSection {
             max_connection_age_grace_ms: 30_000,
             request_timeout_ms: 10_000,
             tcp_nodelay: true,
+            max_connections: 4096,
+            preface_timeout_ms: 10_000,
             shutdown_drain_ms: 5_000,
         }
     }

@@ -16,7 +16,8 @@ use super::{
 use breakerd_core::{PolicyResolver, RegistryConfig, ResolverError};
 
 use crate::{
-    grpc::ClientLimitsConfig, http::HttpConfig, middleware::auth::AuthConfig, telemetry::LogFormat,
+    grpc::ClientLimitsConfig, http::HttpConfig, listener::ConnectionLimits,
+    middleware::auth::AuthConfig, telemetry::LogFormat,
 };
 
 /// A configuration that has been merged and fully checked.
@@ -48,6 +49,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `TCP_NODELAY` on accepted connections.
     pub tcp_nodelay: bool,
+    /// The connection cap and preface timeout of the gRPC port.
+    pub connections: ConnectionLimits,
     /// Bound of the graceful drain on shutdown.
     pub shutdown_drain: Duration,
     /// Most circuits held at once.
@@ -172,6 +175,16 @@ impl Config {
             1,
             3_600_000,
         )?;
+        let connections = ConnectionLimits {
+            max_connections: within("server.max_connections", s.max_connections, 1, 1_000_000)?,
+            preface_timeout: ms_within(
+                "server.preface_timeout_ms",
+                s.preface_timeout_ms,
+                100,
+                600_000,
+            )?,
+            tcp_nodelay: s.tcp_nodelay,
+        };
         let shutdown_drain = ms_within(
             "server.shutdown_drain_ms",
             s.shutdown_drain_ms,
@@ -269,6 +282,7 @@ impl Config {
             client_limits,
             request_timeout,
             tcp_nodelay: s.tcp_nodelay,
+            connections,
             shutdown_drain,
             max_circuits,
             idle_evict_after,
