@@ -224,17 +224,17 @@ impl Registry {
     }
 
     /// Forgets every circuit that is evictable (closed, no override, no
-    /// probe in flight), has no admin policy and no watcher, and was not
-    /// used for `idle_evict_after`. Returns how many were evicted.
+    /// probe in flight), has no admin policy, and was not used for
+    /// `idle_evict_after`. Being watched does not keep a circuit: its
+    /// state is the default, and creating it again announces it to the
+    /// watchers. Returns how many were evicted.
     pub fn evict_idle(&self) -> usize {
         let now_ms = self.millis_since_epoch(now());
         let idle_ms = u64::try_from(self.config.idle_evict_after.as_millis()).unwrap_or(u64::MAX);
         let mut evicted = 0;
         self.circuits.retain(|key, ()| {
-            let (circuit, name) = (&key.0, key.0.name.as_str());
-            if now_ms.saturating_sub(circuit.last_used.load(Ordering::Relaxed)) < idle_ms
-                || self.watched.contains_key(name)
-            {
+            let circuit = &key.0;
+            if now_ms.saturating_sub(circuit.last_used.load(Ordering::Relaxed)) < idle_ms {
                 return true;
             }
             // Never wait for a circuit lock while holding a shard lock.

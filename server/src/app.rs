@@ -148,6 +148,7 @@ pub async fn serve_with_http(
         registry.clone(),
         config.max_message_bytes,
         grpc::ClientLimits::new(config.client_limits),
+        grpc::WatchStreams::new(config.watch_limits),
         stop.clone(),
     );
     let rpc_metrics = RpcMetrics::new();

@@ -118,6 +118,11 @@ pub struct LimitsSection {
     pub max_report_batch: u64,
     /// Most circuit names in one Watch request.
     pub max_watch_names: u64,
+    /// Watch streams open at once, all clients together; 0: no cap.
+    pub max_watch_streams: u64,
+    /// Watch streams open at once per client (client certificate, else
+    /// peer IP); 0: no cap.
+    pub max_watch_streams_per_client: u64,
     /// Requests per second one client (node id, else peer IP) may make,
     /// in bursts of twice this; 0: unlimited.
     pub client_requests_per_second: u64,
@@ -135,6 +140,8 @@ impl Default for LimitsSection {
             idle_evict_after_ms: 600_000,
             max_report_batch: 10_000,
             max_watch_names: 10_000,
+            max_watch_streams: 1024,
+            max_watch_streams_per_client: 64,
             client_requests_per_second: 10_000,
             client_new_circuits_per_minute: 600,
             max_tracked_clients: 10_000,

@@ -16,8 +16,11 @@ use super::{
 use breakerd_core::{PolicyResolver, RegistryConfig, ResolverError};
 
 use crate::{
-    grpc::ClientLimitsConfig, http::HttpConfig, listener::ConnectionLimits,
-    middleware::auth::AuthConfig, telemetry::LogFormat,
+    grpc::{ClientLimitsConfig, WatchLimits},
+    http::HttpConfig,
+    listener::ConnectionLimits,
+    middleware::auth::AuthConfig,
+    telemetry::LogFormat,
 };
 
 /// A configuration that has been merged and fully checked.
@@ -61,6 +64,8 @@ pub struct Config {
     pub max_report_batch: usize,
     /// Most names per Watch request.
     pub max_watch_names: usize,
+    /// Caps on open Watch streams.
+    pub watch_limits: WatchLimits,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter directives (already checked to parse).
@@ -204,6 +209,20 @@ impl Config {
         )?;
         let max_report_batch = within("limits.max_report_batch", l.max_report_batch, 1, 1_000_000)?;
         let max_watch_names = within("limits.max_watch_names", l.max_watch_names, 1, 1_000_000)?;
+        let watch_limits = WatchLimits {
+            max_streams: within(
+                "limits.max_watch_streams",
+                l.max_watch_streams,
+                0,
+                1_000_000,
+            )?,
+            max_streams_per_client: within(
+                "limits.max_watch_streams_per_client",
+                l.max_watch_streams_per_client,
+                0,
+                1_000_000,
+            )?,
+        };
         let client_limits = ClientLimitsConfig {
             requests_per_second: within(
                 "limits.client_requests_per_second",
@@ -288,6 +307,7 @@ impl Config {
             idle_evict_after,
             max_report_batch,
             max_watch_names,
+            watch_limits,
             log_format,
             log_level,
             resolver,
