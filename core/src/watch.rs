@@ -23,6 +23,7 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use crate::admission::{Admission, AdmitAll, Refused};
 use crate::circuit::{Circuit, snapshot_of};
 use crate::registry::{Registry, now};
+use crate::table::Creator;
 use crate::types::CircuitSnapshot;
 
 /// Most changes handed out in one [`WatchUpdate::Changed`].
@@ -98,7 +99,7 @@ pub(crate) fn subscribe<A: Admission>(
     }
     for n in &ordered {
         registry
-            .get_or_create(n, now, &AdmitAll)
+            .get_or_create_by(n, now, &AdmitAll, Creator::DataPlane)
             .map_err(Refused::into_core)?;
     }
     // Subscribe to the hub before the snapshot is taken: no change can fall

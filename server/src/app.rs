@@ -147,7 +147,7 @@ pub async fn serve_with_http(
     let (breaker, admin) = grpc::services(
         registry.clone(),
         config.max_message_bytes,
-        grpc::ClientLimits::new(config.client_limits),
+        grpc::ClientLimits::with_clock(config.client_limits, config.client_limits_clock.clone()),
         grpc::WatchStreams::new(config.watch_limits),
         stop.clone(),
     );

@@ -38,6 +38,7 @@ async fn serve(
     let registry = Registry::new(
         RegistryConfig {
             max_circuits: n + 10,
+            operator_reserve: 0,
             ..RegistryConfig::default()
         },
         PolicyResolver::new(Default::default(), Vec::new()).unwrap(),

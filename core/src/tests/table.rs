@@ -122,6 +122,7 @@ async fn the_circuit_cap_is_exact_under_concurrency() {
         PolicySpec::default(),
         RegistryConfig {
             max_circuits: 10,
+            operator_reserve: 0,
             ..Default::default()
         },
     );
@@ -141,6 +142,41 @@ async fn the_circuit_cap_is_exact_under_concurrency() {
     }
     assert_eq!(ok, 10);
     assert_eq!(r.len(), 10);
+}
+
+#[tokio::test]
+async fn operators_keep_headroom_when_the_data_plane_fills_the_cap() {
+    let r = registry(
+        PolicySpec::default(),
+        RegistryConfig {
+            max_circuits: 20,
+            operator_reserve: 5,
+            ..Default::default()
+        },
+    );
+    // A tenth of the cap at most: 2 of 20 are the operators'.
+    for i in 0..18 {
+        r.acquire(&format!("d{i}"), "").unwrap();
+    }
+    let cap = CoreError::TooManyCircuits { limit: 18 };
+    assert_eq!(r.acquire("more", "").unwrap_err(), cap);
+    assert_eq!(r.watch(&["more".into()]).unwrap_err(), cap);
+    r.set_override("ops-1", OverrideKind::ForcedOpen, "ops", "why", None)
+        .await
+        .unwrap();
+    r.set_policy("ops-2", &PolicySpec::default(), "ops", "why")
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 20);
+    // The data plane still uses what operators created.
+    assert!(r.acquire("ops-2", "").is_ok());
+    let full = CoreError::TooManyCircuits { limit: 20 };
+    assert_eq!(
+        r.set_override("ops-3", OverrideKind::ForcedOpen, "ops", "why", None)
+            .await
+            .unwrap_err(),
+        full
+    );
 }
 
 #[tokio::test(start_paused = true)]

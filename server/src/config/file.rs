@@ -112,6 +112,10 @@ impl Default for ServerSection {
 pub struct LimitsSection {
     /// Most circuits held at once; creating one more is RESOURCE_EXHAUSTED.
     pub max_circuits: u64,
+    /// Of `max_circuits`, how many only admin calls may create, so that
+    /// clients filling the cap cannot lock operators out (at most a tenth
+    /// of the cap is reserved).
+    pub operator_reserved_circuits: u64,
     /// Idle CLOSED circuits without an override are forgotten after this.
     pub idle_evict_after_ms: u64,
     /// Most outcomes in one Report batch.
@@ -137,6 +141,7 @@ impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_circuits: 100_000,
+            operator_reserved_circuits: 1_000,
             idle_evict_after_ms: 600_000,
             max_report_batch: 10_000,
             max_watch_names: 10_000,

@@ -16,7 +16,7 @@ use super::{
 use breakerd_core::{PolicyResolver, RegistryConfig, ResolverError};
 
 use crate::{
-    grpc::{ClientLimitsConfig, WatchLimits},
+    grpc::{ClientLimitsConfig, ManualClock, WatchLimits},
     http::HttpConfig,
     listener::ConnectionLimits,
     middleware::auth::AuthConfig,
@@ -48,6 +48,10 @@ pub struct Config {
     pub max_connection_age_grace: Duration,
     /// Per-client request-rate and new-circuit limits.
     pub client_limits: ClientLimitsConfig,
+    /// A hand-driven clock for those limits instead of tokio's; never set
+    /// from a file or flag, only by tests that must not depend on how fast
+    /// the machine runs their requests.
+    pub client_limits_clock: Option<ManualClock>,
     /// Deadline of a unary call.
     pub request_timeout: Duration,
     /// `TCP_NODELAY` on accepted connections.
@@ -58,6 +62,8 @@ pub struct Config {
     pub shutdown_drain: Duration,
     /// Most circuits held at once.
     pub max_circuits: usize,
+    /// Circuits of the cap only admin calls may create.
+    pub operator_reserved_circuits: usize,
     /// Idle closed circuits are evicted after this.
     pub idle_evict_after: Duration,
     /// Most outcomes per Report batch.
@@ -201,6 +207,12 @@ impl Config {
             Some(n) => within("--max-circuits", n, 1, 100_000_000)?,
             None => within("limits.max_circuits", l.max_circuits, 1, 100_000_000)?,
         };
+        let operator_reserved_circuits = within(
+            "limits.operator_reserved_circuits",
+            l.operator_reserved_circuits,
+            0,
+            10_000_000,
+        )?;
         let idle_evict_after = ms_within(
             "limits.idle_evict_after_ms",
             l.idle_evict_after_ms,
@@ -299,11 +311,13 @@ impl Config {
             max_connection_age,
             max_connection_age_grace,
             client_limits,
+            client_limits_clock: None,
             request_timeout,
             tcp_nodelay: s.tcp_nodelay,
             connections,
             shutdown_drain,
             max_circuits,
+            operator_reserved_circuits,
             idle_evict_after,
             max_report_batch,
             max_watch_names,
@@ -323,6 +337,7 @@ impl Config {
         let defaults = RegistryConfig::default();
         RegistryConfig {
             max_circuits: self.max_circuits,
+            operator_reserve: self.operator_reserved_circuits,
             idle_evict_after: self.idle_evict_after,
             // Look for idle circuits often enough that one is evicted within
             // about 1.5 × idle_evict_after.

@@ -1,6 +1,6 @@
 //! `breakerd.v1.Breaker`: Acquire, Report, ReportStream and Watch.
 
-use std::{collections::VecDeque, net::IpAddr, pin::Pin, sync::Arc};
+use std::{collections::VecDeque, pin::Pin, sync::Arc};
 
 use breakerd_proto::v1::{self as pb, breaker_server::Breaker};
 use futures_util::{Stream, StreamExt, stream};
@@ -83,11 +83,12 @@ pub(crate) fn shutting_down() -> Status {
 /// trip survives a crash.
 async fn report(
     registry: &Registry,
+    principal: Principal,
     req: &pb::ReportRequest,
 ) -> Result<pb::ReportResponse, Status> {
     let outcomes = outcomes_from_proto(req)?;
     let s = registry
-        .report(&req.node_id, &outcomes)
+        .report(&principal.quorum_node(&req.node_id), &outcomes)
         .await
         .map_err(status_from_core)?;
     Ok(report_to_proto(&s))
@@ -103,9 +104,10 @@ impl Breaker for BreakerService {
         self.limits.check_request(&client)?;
         let req = request.into_inner();
         let budget = self.limits.new_circuit_budget(&client);
+        let node = client.principal().quorum_node(&req.node_id);
         let out = self
             .registry
-            .acquire_admitted(&req.circuit, &req.node_id, &budget)
+            .acquire_admitted(&req.circuit, &node, &budget)
             .map_err(status_from_refused)?;
         Ok(Response::new(acquire_to_proto(&out)))
     }
@@ -116,7 +118,7 @@ impl Breaker for BreakerService {
     ) -> Result<Response<pb::ReportResponse>, Status> {
         let client = ClientId::of(&request, &request.get_ref().node_id);
         self.limits.check_request(&client)?;
-        report(&self.registry, request.get_ref())
+        report(&self.registry, client.principal(), request.get_ref())
             .await
             .map(Response::new)
     }
@@ -132,18 +134,17 @@ impl Breaker for BreakerService {
             registry: Arc<Registry>,
             shutdown: ShutdownSignal,
             limits: Arc<ClientLimits>,
-            peer: Option<IpAddr>,
+            principal: Principal,
             done: bool,
         }
-        // Every batch is one request of the node it names (by peer IP when
-        // it names none).
-        let peer = request.remote_addr().map(|a| a.ip());
+        // Every batch is one request of the stream's client.
+        let principal = Principal::of(&request);
         let state = State {
             inbound: request.into_inner(),
             registry: self.registry.clone(),
             shutdown: self.shutdown.clone(),
             limits: self.limits.clone(),
-            peer,
+            principal,
             done: false,
         };
         // One response per batch, in order; the first error ends the stream.
@@ -156,8 +157,8 @@ impl Breaker for BreakerService {
                 () = st.shutdown.wait() => Some(Err(shutting_down())),
                 msg = st.inbound.message() => match msg {
                     Ok(Some(req)) => Some(
-                        match st.limits.check_request(&ClientId::new(&req.node_id, st.peer)) {
-                            Ok(()) => report(&st.registry, &req).await,
+                        match st.limits.check_request(&ClientId::new(st.principal, &req.node_id)) {
+                            Ok(()) => report(&st.registry, st.principal, &req).await,
                             Err(refused) => Err(refused),
                         },
                     ),
@@ -180,7 +181,7 @@ impl Breaker for BreakerService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let client = ClientId::of(&request, &request.get_ref().node_id);
         self.limits.check_request(&client)?;
-        let slot = self.watch_streams.open_slot(Principal::of(&request))?;
+        let slot = self.watch_streams.open_slot(client.principal())?;
         let req = request.into_inner();
         breakerd_core::validate_node_id(&req.node_id).map_err(status_from_core)?;
         let budget = self.limits.new_circuit_budget(&client);

@@ -20,7 +20,7 @@ use tonic::server::NamedService;
 
 pub use admin::AdminService;
 pub use breaker::BreakerService;
-pub use limits::{ClientLimits, ClientLimitsConfig};
+pub use limits::{ClientLimits, ClientLimitsConfig, ManualClock};
 pub use principal::Principal;
 pub use streams::{WatchLimits, WatchStreams};
 
