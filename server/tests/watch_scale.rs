@@ -133,6 +133,7 @@ async fn watch_streams_past_the_cap_are_resource_exhausted_and_closing_one_frees
         WatchLimits {
             max_streams: 10,
             max_streams_per_client: 2,
+            max_watch_all_streams: 0,
         },
     )
     .await;

@@ -127,6 +127,9 @@ pub struct LimitsSection {
     /// Watch streams open at once per client (client certificate, else
     /// peer IP); 0: no cap.
     pub max_watch_streams_per_client: u64,
+    /// Streams watching every circuit open at once, all clients together;
+    /// 0: no cap.
+    pub max_watch_all_streams: u64,
     /// Requests per second one client (node id, else peer IP) may make,
     /// in bursts of twice this; 0: unlimited.
     pub client_requests_per_second: u64,
@@ -147,6 +150,7 @@ impl Default for LimitsSection {
             max_watch_names: 10_000,
             max_watch_streams: 1024,
             max_watch_streams_per_client: 64,
+            max_watch_all_streams: 32,
             client_requests_per_second: 10_000,
             client_new_circuits_per_minute: 600,
             max_tracked_clients: 10_000,

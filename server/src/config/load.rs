@@ -234,6 +234,12 @@ impl Config {
                 0,
                 1_000_000,
             )?,
+            max_watch_all_streams: within(
+                "limits.max_watch_all_streams",
+                l.max_watch_all_streams,
+                0,
+                1_000_000,
+            )?,
         };
         let client_limits = ClientLimitsConfig {
             requests_per_second: within(

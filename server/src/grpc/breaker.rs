@@ -46,6 +46,7 @@ impl BreakerService {
             watch_streams: WatchStreams::new(WatchLimits {
                 max_streams: 0,
                 max_streams_per_client: 0,
+                max_watch_all_streams: 0,
             }),
             page_bytes: WATCH_PAGE_BYTES,
         }
@@ -181,7 +182,8 @@ impl Breaker for BreakerService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let client = ClientId::of(&request, &request.get_ref().node_id);
         self.limits.check_request(&client)?;
-        let slot = self.watch_streams.open_slot(client.principal())?;
+        let all = request.get_ref().circuits.is_empty();
+        let slot = self.watch_streams.open_slot(client.principal(), all)?;
         let req = request.into_inner();
         breakerd_core::validate_node_id(&req.node_id).map_err(status_from_core)?;
         let budget = self.limits.new_circuit_budget(&client);

@@ -33,6 +33,10 @@ pub struct WatchLimits {
     pub max_streams: usize,
     /// Watch streams open at once per client.
     pub max_streams_per_client: usize,
+    /// Streams watching every circuit open at once, all clients together:
+    /// each holds one pointer per circuit while its snapshot is paged out
+    /// (about 0.85 MB at 100k circuits when its client does not read).
+    pub max_watch_all_streams: usize,
 }
 
 impl Default for WatchLimits {
@@ -40,6 +44,7 @@ impl Default for WatchLimits {
         Self {
             max_streams: 1024,
             max_streams_per_client: 64,
+            max_watch_all_streams: 32,
         }
     }
 }
@@ -49,6 +54,7 @@ impl Default for WatchLimits {
 pub struct WatchStreams {
     limits: WatchLimits,
     total: AtomicUsize,
+    watch_all: AtomicUsize,
     per_client: DashMap<Principal, usize>,
 }
 
@@ -66,36 +72,54 @@ impl WatchStreams {
         self.total.load(Ordering::Acquire)
     }
 
-    /// A place for one more stream of `client`, or the cap it ran into.
-    pub fn open_slot(self: &Arc<Self>, client: Principal) -> Result<WatchSlot, Status> {
+    /// A place for one more stream of `client` (watching every circuit
+    /// when `all`), or the cap it ran into.
+    pub fn open_slot(self: &Arc<Self>, client: Principal, all: bool) -> Result<WatchSlot, Status> {
+        let max_all = self.limits.max_watch_all_streams;
+        if all && !take(&self.watch_all, max_all) {
+            return Err(Status::resource_exhausted(format!(
+                "too many Watch streams of every circuit: {max_all} are open, the most the server allows; watch named circuits, or retry later"
+            )));
+        }
         let max = self.limits.max_streams;
-        if self
-            .total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (max == 0 || n < max).then_some(n + 1)
-            })
-            .is_err()
-        {
+        if !take(&self.total, max) {
+            if all {
+                self.watch_all.fetch_sub(1, Ordering::AcqRel);
+            }
             return Err(Status::resource_exhausted(format!(
                 "too many Watch streams: {max} are open, the most the server allows; retry later"
             )));
         }
+        let mut slot = WatchSlot {
+            streams: self.clone(),
+            client,
+            all,
+            counted: false,
+        };
         let per = self.limits.max_streams_per_client;
         let mut n = self.per_client.entry(client).or_insert(0);
         if per != 0 && *n >= per {
             drop(n);
-            self.total.fetch_sub(1, Ordering::AcqRel);
+            // Dropping `slot` gives back the total (and watch-all) place.
+            drop(slot);
             return Err(Status::resource_exhausted(format!(
                 "too many Watch streams from {}: {per} are open, the most one client may have; close one first",
                 client.describe()
             )));
         }
         *n += 1;
-        Ok(WatchSlot {
-            streams: self.clone(),
-            client,
-        })
+        drop(n);
+        slot.counted = true;
+        Ok(slot)
     }
+}
+
+/// Takes one of `max` places in `n` (0: no cap).
+fn take(n: &AtomicUsize, max: usize) -> bool {
+    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+        (max == 0 || v < max).then_some(v + 1)
+    })
+    .is_ok()
 }
 
 /// One open Watch stream's place under the caps.
@@ -103,15 +127,24 @@ impl WatchStreams {
 pub struct WatchSlot {
     streams: Arc<WatchStreams>,
     client: Principal,
+    /// Holds a watch-all place.
+    all: bool,
+    /// Counted against its client.
+    counted: bool,
 }
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
-        if let Entry::Occupied(mut e) = self.streams.per_client.entry(self.client) {
+        if self.counted
+            && let Entry::Occupied(mut e) = self.streams.per_client.entry(self.client)
+        {
             *e.get_mut() -= 1;
             if *e.get() == 0 {
                 e.remove();
             }
+        }
+        if self.all {
+            self.streams.watch_all.fetch_sub(1, Ordering::AcqRel);
         }
         self.streams.total.fetch_sub(1, Ordering::AcqRel);
     }
@@ -165,23 +198,45 @@ mod tests {
         let s = WatchStreams::new(WatchLimits {
             max_streams: 3,
             max_streams_per_client: 2,
+            max_watch_all_streams: 0,
         });
-        let a1 = s.open_slot(peer(1)).unwrap();
-        let _a2 = s.open_slot(peer(1)).unwrap();
-        let err = s.open_slot(peer(1)).unwrap_err();
+        let a1 = s.open_slot(peer(1), false).unwrap();
+        let _a2 = s.open_slot(peer(1), false).unwrap();
+        let err = s.open_slot(peer(1), false).unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         assert!(
             err.message().contains("from peer 10.0.0.1: 2 are open"),
             "{}",
             err.message()
         );
-        let _b1 = s.open_slot(peer(2)).unwrap();
-        let err = s.open_slot(peer(3)).unwrap_err();
+        assert_eq!(s.open(), 2, "a refusal holds no place");
+        let _b1 = s.open_slot(peer(2), false).unwrap();
+        let err = s.open_slot(peer(3), false).unwrap_err();
         assert!(err.message().contains("3 are open"), "{}", err.message());
         assert_eq!(s.open(), 3);
         drop(a1);
         assert_eq!(s.open(), 2);
-        let _c1 = s.open_slot(peer(3)).unwrap();
-        let _a3 = s.open_slot(peer(1)).unwrap_err();
+        let _c1 = s.open_slot(peer(3), false).unwrap();
+        let _a3 = s.open_slot(peer(1), false).unwrap_err();
+    }
+
+    #[test]
+    fn watch_all_streams_have_a_cap_of_their_own() {
+        let s = WatchStreams::new(WatchLimits {
+            max_streams: 10,
+            max_streams_per_client: 10,
+            max_watch_all_streams: 1,
+        });
+        let all = s.open_slot(peer(1), true).unwrap();
+        let err = s.open_slot(peer(2), true).unwrap_err();
+        assert!(
+            err.message().contains("of every circuit: 1 are open"),
+            "{}",
+            err.message()
+        );
+        let _named = s.open_slot(peer(2), false).unwrap();
+        drop(all);
+        let _all = s.open_slot(peer(2), true).unwrap();
+        assert_eq!(s.open(), 2);
     }
 }
