@@ -204,7 +204,7 @@ pub async fn serve_with_http(
         }
     };
 
-    let (incoming, _connections) = listener::incoming(listener, config.connections);
+    let (incoming, connections) = listener::incoming(listener, config.connections);
     if let Some(age) = config.max_connection_age {
         builder = builder
             .max_connection_age(age)
@@ -260,7 +260,13 @@ pub async fn serve_with_http(
     if let Err(e) = registry.durable().await {
         tracing::error!(error = %e, "store flush on shutdown failed");
     }
-    tracing::info!("breakerd stopped");
+    tracing::info!(
+        connections_accepted = connections.accepted(),
+        connections_refused_at_cap = connections.refused_at_cap(),
+        preface_timeouts = connections.preface_timeouts(),
+        accept_errors = connections.accept_errors(),
+        "breakerd stopped"
+    );
     result
 }
 
