@@ -81,7 +81,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 msg = stream.message() => match msg {
                     Ok(Some(ev)) => {
                         let deleted = apply_event(&inner, &ev);
-                        if ev.initial {
+                        // A large snapshot comes in pages: up once it is
+                        // whole.
+                        if ev.initial && !ev.more {
                             c.mark_up();
                             attempt = 0;
                         }

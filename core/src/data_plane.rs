@@ -11,6 +11,7 @@ use crate::admission::{Admission, AdmitAll, Refused};
 use crate::error::CoreError;
 use crate::name::{self, validate_circuit_name, validate_node_id};
 use crate::registry::{Registry, now};
+use crate::table::Creator;
 use crate::types::{AcquireOutcome, MAX_OUTCOME_AGE, OutcomeIn, ReportSummary};
 use crate::watch::{self, Subscription};
 
@@ -43,13 +44,14 @@ impl Registry {
         validate_node_id(node)?;
         let now = now();
         let node = NodeId::from_name(node);
-        let outcome = self.with_created(circuit, now, admission, |_, inner| {
-            let decision = inner.breaker.acquire(node, now);
-            Ok(AcquireOutcome {
-                decision,
-                policy_version: inner.breaker.policy_version(),
-            })
-        })?;
+        let outcome =
+            self.with_created_by(circuit, now, admission, Creator::DataPlane, |_, inner| {
+                let decision = inner.breaker.acquire(node, now);
+                Ok(AcquireOutcome {
+                    decision,
+                    policy_version: inner.breaker.policy_version(),
+                })
+            })?;
         self.stats.count_acquire(outcome.decision);
         Ok(outcome)
     }

@@ -76,4 +76,4 @@ pub use types::{
     MAX_OUTCOME_AGE, MAX_PAGE_SIZE, MAX_REASON_LEN, OutcomeIn, OverrideSnapshot, Page,
     RegistryConfig, ReportSummary, TransitionView,
 };
-pub use watch::{Subscription, WatchUpdate};
+pub use watch::{Subscription, WatchPage, WatchUpdate};

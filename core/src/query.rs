@@ -68,18 +68,6 @@ impl Registry {
         (!inner.deleted).then(|| Arc::new(snapshot_of(&circuit.name, &inner, now)))
     }
 
-    /// Snapshots of every circuit, ordered by name.
-    pub(crate) fn snapshot_all(&self, now: Instant) -> Vec<Arc<CircuitSnapshot>> {
-        let mut all: Vec<Arc<Circuit>> = self.circuits.iter().map(|e| e.key().0.clone()).collect();
-        all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        all.iter()
-            .filter_map(|c| {
-                let inner = c.inner.lock();
-                (!inner.deleted).then(|| Arc::new(snapshot_of(&c.name, &inner, now)))
-            })
-            .collect()
-    }
-
     /// Every live circuit's snapshot with its counters, ordered by name, in
     /// one pass: for a cache that many readers page through, instead of a
     /// scan each. Each circuit is locked alone, briefly; the whole is not

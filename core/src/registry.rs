@@ -39,8 +39,6 @@ pub struct Registry {
     /// Circuits held or being created: reserved before insertion, so the
     /// cap is exact under concurrency.
     pub(crate) reserved: AtomicUsize,
-    /// Live watchers per circuit name; watched circuits are never evicted.
-    pub(crate) watched: DashMap<Arc<str>, usize>,
     /// Highest generation of any circuit removed so far: a circuit created
     /// again under the same name starts above it, so that its generations
     /// never go back.
@@ -166,7 +164,6 @@ impl Registry {
             resolver,
             circuits: DashMap::new(),
             reserved: AtomicUsize::new(0),
-            watched: DashMap::new(),
             removed_generation: AtomicU64::new(0),
             hub,
             timers,

@@ -21,6 +21,15 @@ use crate::error::CoreError;
 use crate::registry::{Registry, now};
 use crate::types::CircuitSnapshot;
 
+/// Who creates a circuit, for the cap: operators may use the reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Creator {
+    /// An admin call.
+    Operator,
+    /// Acquire or Watch.
+    DataPlane,
+}
+
 impl Registry {
     pub(crate) fn touch(&self, circuit: &Circuit, now: Instant) {
         circuit
@@ -33,8 +42,13 @@ impl Registry {
         self.circuits.get(name).map(|e| e.key().0.clone())
     }
 
-    pub(crate) fn reserve_slot(&self) -> Result<(), CoreError> {
-        let limit = self.config.max_circuits;
+    /// Takes a place under the cap: the whole cap for operators, the cap
+    /// less the operators' reserve for the data plane.
+    pub(crate) fn reserve_slot(&self, by: Creator) -> Result<(), CoreError> {
+        let limit = match by {
+            Creator::Operator => self.config.max_circuits,
+            Creator::DataPlane => self.config.data_plane_cap(),
+        };
         self.reserved
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
@@ -48,14 +62,16 @@ impl Registry {
     }
 
     /// The circuit `name` (already validated), created with its configured
-    /// policy when missing, if `admission` admits it. The admission is asked
-    /// only by the caller that inserts the circuit, under the shard lock, so
-    /// a name is paid for once however many callers race to create it.
-    pub(crate) fn get_or_create<A: Admission>(
+    /// policy when missing, if `admission` admits it and the cap of `by`
+    /// has room. The admission is asked only by the caller that inserts the
+    /// circuit, under the shard lock, so a name is paid for once however
+    /// many callers race to create it.
+    pub(crate) fn get_or_create_by<A: Admission>(
         &self,
         name: &str,
         now: Instant,
         admission: &A,
+        by: Creator,
     ) -> Result<Arc<Circuit>, Refused<A::Refusal>> {
         if let Some(c) = self.lookup(name) {
             return Ok(c);
@@ -77,7 +93,7 @@ impl Registry {
             Entry::Occupied(e) => Ok(e.key().0.clone()),
             Entry::Vacant(v) => {
                 admission.admit(1).map_err(Refused::Admission)?;
-                self.reserve_slot()?;
+                self.reserve_slot(by)?;
                 let snapshot = {
                     let mut inner = circuit.inner.lock();
                     // Read under the shard lock, after any removal of this
@@ -114,8 +130,8 @@ impl Registry {
         self.with_found(now, find, f)
     }
 
-    /// Runs `f` on the circuit `name`, created when missing if `admission`
-    /// admits it: see [`with_found`](Self::with_found).
+    /// Runs `f` on the circuit `name`, created by an operator when missing
+    /// if `admission` admits it: see [`with_found`](Self::with_found).
     pub(crate) fn with_created<T, A: Admission>(
         &self,
         name: &str,
@@ -123,7 +139,19 @@ impl Registry {
         admission: &A,
         f: impl FnOnce(&Arc<Circuit>, &mut CircuitInner) -> Result<T, CoreError>,
     ) -> Result<T, Refused<A::Refusal>> {
-        self.with_found(now, || self.get_or_create(name, now, admission), f)
+        self.with_created_by(name, now, admission, Creator::Operator, f)
+    }
+
+    /// [`with_created`](Self::with_created), the circuit created by `by`.
+    pub(crate) fn with_created_by<T, A: Admission>(
+        &self,
+        name: &str,
+        now: Instant,
+        admission: &A,
+        by: Creator,
+        f: impl FnOnce(&Arc<Circuit>, &mut CircuitInner) -> Result<T, CoreError>,
+    ) -> Result<T, Refused<A::Refusal>> {
+        self.with_found(now, || self.get_or_create_by(name, now, admission, by), f)
     }
 
     /// Runs `f` on the live circuit `find` returns, under its lock, then
@@ -224,17 +252,17 @@ impl Registry {
     }
 
     /// Forgets every circuit that is evictable (closed, no override, no
-    /// probe in flight), has no admin policy and no watcher, and was not
-    /// used for `idle_evict_after`. Returns how many were evicted.
+    /// probe in flight), has no admin policy, and was not used for
+    /// `idle_evict_after`. Being watched does not keep a circuit: its
+    /// state is the default, and creating it again announces it to the
+    /// watchers. Returns how many were evicted.
     pub fn evict_idle(&self) -> usize {
         let now_ms = self.millis_since_epoch(now());
         let idle_ms = u64::try_from(self.config.idle_evict_after.as_millis()).unwrap_or(u64::MAX);
         let mut evicted = 0;
         self.circuits.retain(|key, ()| {
-            let (circuit, name) = (&key.0, key.0.name.as_str());
-            if now_ms.saturating_sub(circuit.last_used.load(Ordering::Relaxed)) < idle_ms
-                || self.watched.contains_key(name)
-            {
+            let circuit = &key.0;
+            if now_ms.saturating_sub(circuit.last_used.load(Ordering::Relaxed)) < idle_ms {
                 return true;
             }
             // Never wait for a circuit lock while holding a shard lock.

@@ -51,6 +51,18 @@ pub struct RegistryConfig {
     /// Events buffered for watchers; a watcher further behind than this is
     /// resynchronised with fresh snapshots.
     pub watch_buffer: usize,
+    /// Circuits of the cap that only operators (admin calls) may create, so
+    /// that data-plane clients filling the cap cannot lock operators out.
+    /// At most a tenth of `max_circuits` is reserved, whatever this says.
+    pub operator_reserve: usize,
+}
+
+impl RegistryConfig {
+    /// Most circuits the data plane (Acquire, Watch) may create: the cap
+    /// less the operators' reserve.
+    pub fn data_plane_cap(&self) -> usize {
+        self.max_circuits - self.operator_reserve.min(self.max_circuits / 10)
+    }
 }
 
 impl Default for RegistryConfig {
@@ -63,6 +75,7 @@ impl Default for RegistryConfig {
             max_watch_circuits: 10_000,
             history_len: breakerd_policy::HISTORY_LEN,
             watch_buffer: 4096,
+            operator_reserve: 1_000,
         }
     }
 }

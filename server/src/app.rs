@@ -9,13 +9,14 @@ use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use breakerd_core::{Registry, store::Store};
 use tokio::{net::TcpListener, sync::oneshot};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthReporter};
 
 use crate::{
     config::{Config, security_warnings},
     grpc::{self, ADMIN_SERVICE_NAME, BREAKER_SERVICE_NAME, health::DrainingHealth},
     http::{self as side_port, HttpState},
+    listener,
     middleware::{
         auth::AuthLayer,
         metrics::{RpcMetrics, RpcMetricsLayer},
@@ -146,7 +147,8 @@ pub async fn serve_with_http(
     let (breaker, admin) = grpc::services(
         registry.clone(),
         config.max_message_bytes,
-        grpc::ClientLimits::new(config.client_limits),
+        grpc::ClientLimits::with_clock(config.client_limits, config.client_limits_clock.clone()),
+        grpc::WatchStreams::new(config.watch_limits),
         stop.clone(),
     );
     let rpc_metrics = RpcMetrics::new();
@@ -180,6 +182,7 @@ pub async fn serve_with_http(
         },
         auth = config.auth.mode(),
         max_circuits = config.max_circuits,
+        max_connections = config.connections.max_connections,
         version = env!("CARGO_PKG_VERSION"),
         "breakerd listening"
     );
@@ -201,7 +204,7 @@ pub async fn serve_with_http(
         }
     };
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
+    let (incoming, connections) = listener::incoming(listener, config.connections);
     if let Some(age) = config.max_connection_age {
         builder = builder
             .max_connection_age(age)
@@ -257,7 +260,13 @@ pub async fn serve_with_http(
     if let Err(e) = registry.durable().await {
         tracing::error!(error = %e, "store flush on shutdown failed");
     }
-    tracing::info!("breakerd stopped");
+    tracing::info!(
+        connections_accepted = connections.accepted(),
+        connections_refused_at_cap = connections.refused_at_cap(),
+        preface_timeouts = connections.preface_timeouts(),
+        accept_errors = connections.accept_errors(),
+        "breakerd stopped"
+    );
     result
 }
 

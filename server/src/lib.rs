@@ -15,6 +15,8 @@
 //!   start; owns every section (CLI, file, auth, TLS, HTTP, logging) and
 //!   the start-up warnings. The modules that serve get checked values and
 //!   never read it.
+//! - [`listener`]: the gRPC port's accept loop: connection cap, preface
+//!   timeout, back-off on accept errors.
 //! - [`token`]: the bearer-token type both ports compare against.
 //! - [`shutdown`]: the signal that ends streams and tasks on both ports.
 //! - [`telemetry`]: JSON or text logs.
@@ -27,6 +29,7 @@ pub mod app;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod middleware;
 pub mod shutdown;
 pub mod telemetry;

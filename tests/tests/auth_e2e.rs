@@ -39,6 +39,8 @@ struct Pki {
     ca: String,
     server: Pair,
     client: Pair,
+    /// Another node's certificate from the same CA.
+    second_client: Pair,
     rogue_client: Pair,
 }
 
@@ -76,6 +78,7 @@ fn pki() -> Pki {
         ca: ca_.pem(),
         server: leaf(&ca_, "localhost", true),
         client: leaf(&ca_, "web-1", false),
+        second_client: leaf(&ca_, "web-2", false),
         rogue_client: leaf(&rogue, "web-1", false),
     }
 }
@@ -113,8 +116,13 @@ fn with_token<T>(msg: T, token: Option<&str>) -> Request<T> {
 }
 
 async fn start(dir: &Path, pki: &Pki, mutual: bool) -> TestServer {
+    start_with(dir, pki, mutual, "").await
+}
+
+/// [`start`], with `extra` TOML tables appended.
+async fn start_with(dir: &Path, pki: &Pki, mutual: bool, extra: &str) -> TestServer {
     let toml = format!(
-        "[server]\nshutdown_drain_ms = 2000\n[auth]\ndata_token = {DATA:?}\nadmin_token = {ADMIN:?}\n{}",
+        "[server]\nshutdown_drain_ms = 2000\n[auth]\ndata_token = {DATA:?}\nadmin_token = {ADMIN:?}\n{}{extra}",
         tls_table(dir, pki, mutual)
     );
     let mut tls = client_tls(pki);
@@ -335,6 +343,72 @@ async fn mutual_tls_refuses_clients_without_a_trusted_certificate() {
     health_over(server.addr, good)
         .await
         .expect("trusted client");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn under_mutual_tls_the_quorum_counts_certificates_not_node_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let server = start_with(
+        dir.path(),
+        &pki,
+        true,
+        "[defaults]\nconsecutive_failures = 3\nquorum_nodes = 2\n",
+    )
+    .await;
+    let g = acquire(&mut server.breaker(), "quorum", Some(DATA))
+        .await
+        .unwrap()
+        .generation;
+    let failure = |node: &str| pb::ReportRequest {
+        node_id: node.into(),
+        outcomes: vec![pb::OutcomeReport {
+            circuit: "quorum".into(),
+            generation: g,
+            lease_id: 0,
+            outcome: pb::Outcome::Failure.into(),
+            latency_us: 1000,
+            age_us: 0,
+        }],
+    };
+    // One certificate rotating its node id is one node: no quorum.
+    let mut one = server.breaker();
+    for node in ["web-1", "web-1b", "web-1c", "web-1d", "web-1e"] {
+        within("report", one.report(with_token(failure(node), Some(DATA))))
+            .await
+            .unwrap();
+    }
+    let mut admin = AdminClient::new(server.channel.clone());
+    let d = detail(&mut admin, "quorum").await;
+    assert_eq!(
+        d.snapshot.unwrap().state(),
+        pb::CircuitState::Closed,
+        "one certificate met a quorum of 2"
+    );
+    // A second certificate makes two.
+    let tls = client_tls(&pki).identity(Identity::from_pem(
+        &pki.second_client.cert,
+        &pki.second_client.key,
+    ));
+    let channel = within(
+        "connecting with the second certificate",
+        Channel::from_shared(format!("https://{}", server.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect(),
+    )
+    .await
+    .unwrap();
+    within(
+        "report",
+        BreakerClient::new(channel).report(with_token(failure("web-2"), Some(DATA))),
+    )
+    .await
+    .unwrap();
+    let d = detail(&mut admin, "quorum").await;
+    assert_eq!(d.snapshot.unwrap().state(), pb::CircuitState::Open);
     server.stop().await.unwrap();
 }
 

@@ -4,6 +4,7 @@
 //! After every abuse the server must keep serving others. Every wait has a
 //! deadline; nothing sleeps for a state change.
 
+use breakerd::grpc::ManualClock;
 use breakerd_e2e::{TestServer, config, within};
 use breakerd_proto::v1::{self as pb, breaker_client::BreakerClient};
 use tokio::{
@@ -184,9 +185,19 @@ async fn connections_past_their_age_are_sent_away() {
     assert!(res.get_ref().allowed);
 }
 
+/// A config whose per-client limits run on a clock the test moves: how
+/// long the machine takes to run the requests cannot refill a bucket.
+fn frozen_limits(toml: &str) -> (breakerd::config::Config, ManualClock) {
+    let mut c = config(toml);
+    let clock = ManualClock::new();
+    c.client_limits_clock = Some(clock.clone());
+    (c, clock)
+}
+
 #[tokio::test]
 async fn the_request_rate_limit_is_resource_exhausted_with_a_retry_hint() {
-    let server = TestServer::start_with(config("[limits]\nclient_requests_per_second = 5\n")).await;
+    let (c, clock) = frozen_limits("[limits]\nclient_requests_per_second = 5\n");
+    let server = TestServer::start_with(c).await;
     let mut client = server.breaker();
     // Bursts of twice the rate go through.
     for _ in 0..10 {
@@ -202,10 +213,11 @@ async fn the_request_rate_limit_is_resource_exhausted_with_a_retry_hint() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=200).contains(&hint), "retry after {hint} ms");
+    // The clock stood still: exactly one interval to wait.
+    assert_eq!(hint, 200, "retry after {hint} ms");
     assert!(
-        err.message().contains("node \"greedy\"")
-            && err.message().contains(&format!("retry after {hint} ms")),
+        err.message().contains("peer 127.0.0.1 (node \"greedy\")")
+            && err.message().contains("retry after 200 ms"),
         "{err:?}"
     );
     // Reports count too, per batch.
@@ -217,11 +229,18 @@ async fn the_request_rate_limit_is_resource_exhausted_with_a_retry_hint() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    // Another node has a bucket of its own.
-    client.acquire(acquire("rate", "polite")).await.unwrap();
+    // Limits are per address: another node id from the same one gets no
+    // fresh bucket.
+    let err = client.acquire(acquire("rate", "polite")).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    // After the hint, one more.
+    clock.advance(std::time::Duration::from_millis(hint));
+    client.acquire(acquire("rate", "greedy")).await.unwrap();
+    client.acquire(acquire("rate", "greedy")).await.unwrap_err();
 
     // On ReportStream every batch is a request: the stream ends with the
     // refusal, the hint in its trailers.
+    clock.advance(std::time::Duration::from_secs(10));
     let batches = (0..12).map(|_| pb::ReportRequest {
         node_id: "streamer".into(),
         outcomes: vec![],
@@ -297,6 +316,89 @@ async fn the_new_circuit_limit_is_resource_exhausted_and_creates_nothing() {
         .unwrap()
         .unwrap();
     assert_eq!(first.circuits.len(), 2);
-    // Another node still may create.
-    client.acquire(acquire("new-c", "other")).await.unwrap();
+    // Another node id from the same address gets no fresh budget.
+    let err = client.acquire(acquire("new-c", "other")).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_while_connected_clients_are_served() {
+    // The shared channel holds one of the three slots.
+    let server = TestServer::start_with(config(
+        "[server]\nmax_connections = 3\npreface_timeout_ms = 600000\n",
+    ))
+    .await;
+    still_serving(&server, "before-the-flood").await;
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = within("connecting", TcpStream::connect(server.addr))
+            .await
+            .unwrap();
+        // A full HTTP/2 client: the server answers with its SETTINGS, which
+        // proves the connection was kept.
+        s.write_all(PREFACE).await.unwrap();
+        s.write_all(&EMPTY_SETTINGS).await.unwrap();
+        let mut buf = [0u8; 9];
+        within("the server's settings", s.read_exact(&mut buf))
+            .await
+            .unwrap();
+        assert_eq!(buf[3], 4, "{buf:02x?}");
+        idle.push(s);
+    }
+    // Past the cap: closed without a word.
+    let mut over = within("connecting", TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    let _ = over.write_all(PREFACE).await;
+    assert!(read_until_closed(&mut over).await.is_empty());
+    // The connected client is still served.
+    still_serving(&server, "during-the-flood").await;
+    // A freed slot is used again.
+    drop(idle.pop());
+    let channel = within("connecting again", async {
+        loop {
+            let c = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            // The server may not have seen the close yet: retry until a
+            // call gets through (each refused connection fails its call).
+            if BreakerClient::new(c.clone())
+                .acquire(acquire("after-the-flood", ""))
+                .await
+                .is_ok()
+            {
+                return c;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    drop(channel);
+}
+
+#[tokio::test]
+async fn a_connection_that_never_speaks_is_closed_at_the_preface_timeout() {
+    let server = TestServer::start_with(config("[server]\npreface_timeout_ms = 300\n")).await;
+    let mut silent = within("connecting", TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    let opened = std::time::Instant::now();
+    // The server speaks first (its SETTINGS), then gives up on the client.
+    read_until_closed(&mut silent).await;
+    let lived = opened.elapsed();
+    assert!(
+        lived >= std::time::Duration::from_millis(250),
+        "closed after {lived:?}"
+    );
+    // Fewer bytes than the preface do not keep it either.
+    let mut trickle = within("connecting", TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    trickle.write_all(&PREFACE[..10]).await.unwrap();
+    read_until_closed(&mut trickle).await;
+    // A client that speaks is served well past the timeout: the shared
+    // channel connected before both.
+    still_serving(&server, "after-the-timeout").await;
 }

@@ -122,6 +122,7 @@ async fn the_circuit_cap_is_exact_under_concurrency() {
         PolicySpec::default(),
         RegistryConfig {
             max_circuits: 10,
+            operator_reserve: 0,
             ..Default::default()
         },
     );
@@ -143,8 +144,43 @@ async fn the_circuit_cap_is_exact_under_concurrency() {
     assert_eq!(r.len(), 10);
 }
 
+#[tokio::test]
+async fn operators_keep_headroom_when_the_data_plane_fills_the_cap() {
+    let r = registry(
+        PolicySpec::default(),
+        RegistryConfig {
+            max_circuits: 20,
+            operator_reserve: 5,
+            ..Default::default()
+        },
+    );
+    // A tenth of the cap at most: 2 of 20 are the operators'.
+    for i in 0..18 {
+        r.acquire(&format!("d{i}"), "").unwrap();
+    }
+    let cap = CoreError::TooManyCircuits { limit: 18 };
+    assert_eq!(r.acquire("more", "").unwrap_err(), cap);
+    assert_eq!(r.watch(&["more".into()]).unwrap_err(), cap);
+    r.set_override("ops-1", OverrideKind::ForcedOpen, "ops", "why", None)
+        .await
+        .unwrap();
+    r.set_policy("ops-2", &PolicySpec::default(), "ops", "why")
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 20);
+    // The data plane still uses what operators created.
+    assert!(r.acquire("ops-2", "").is_ok());
+    let full = CoreError::TooManyCircuits { limit: 20 };
+    assert_eq!(
+        r.set_override("ops-3", OverrideKind::ForcedOpen, "ops", "why", None)
+            .await
+            .unwrap_err(),
+        full
+    );
+}
+
 #[tokio::test(start_paused = true)]
-async fn eviction_removes_only_idle_closed_plain_unwatched_circuits() {
+async fn eviction_removes_idle_closed_plain_circuits_even_watched_ones() {
     let r = registry(spec(2, 3_600_000, 10_000), RegistryConfig::default());
     for name in [
         "idle", "open", "forced", "shadow", "admin", "watched", "recent",
@@ -161,13 +197,15 @@ async fn eviction_removes_only_idle_closed_plain_unwatched_circuits() {
     r.set_policy("admin", &spec(9, 1_000, 1_000), "ops", "why")
         .await
         .unwrap();
-    let sub = r.watch(&["watched".into()]).unwrap();
+    let mut sub = r.watch(&["watched".into()]).unwrap();
+    assert!(matches!(sub.next().await, Some(WatchUpdate::Resync(s)) if s.len() == 1));
     let idle_generation = r.get("idle").unwrap().snapshot.generation;
 
     assert_eq!(r.evict_idle(), 0, "nothing is idle yet");
     tokio::time::advance(Duration::from_secs(600)).await;
     r.acquire("recent", "").unwrap();
-    assert_eq!(r.evict_idle(), 1);
+    // A watch does not pin a circuit nothing else holds.
+    assert_eq!(r.evict_idle(), 2);
     let mut left: Vec<_> = r
         .list(&ListQuery::default())
         .unwrap()
@@ -176,16 +214,23 @@ async fn eviction_removes_only_idle_closed_plain_unwatched_circuits() {
         .map(|s| s.name.to_string())
         .collect();
     left.sort();
-    assert_eq!(
-        left,
-        ["admin", "forced", "open", "recent", "shadow", "watched"]
-    );
+    assert_eq!(left, ["admin", "forced", "open", "recent", "shadow"]);
 
+    // Created again, it is announced to its watcher, generations going on.
+    let watched_again = r.acquire("watched", "").unwrap().decision.generation();
+    match sub.next().await {
+        Some(WatchUpdate::Changed(s)) => {
+            assert_eq!(s.len(), 1);
+            assert_eq!(&*s[0].name, "watched");
+            assert_eq!(s[0].generation, watched_again);
+        }
+        other => panic!("expected the re-creation, got {other:?}"),
+    }
     drop(sub);
     tokio::time::advance(Duration::from_secs(600)).await;
     assert_eq!(r.evict_idle(), 2, "watched and recent are idle now");
     assert_eq!(r.len(), 4);
-    assert_eq!(r.stats().evicted, 3);
+    assert_eq!(r.stats().evicted, 4);
 
     // A circuit created again never goes back in generations.
     let again = r.acquire("idle", "").unwrap().decision.generation();

@@ -55,3 +55,50 @@ async fn watching_everything_creates_nothing_and_sees_every_circuit() {
     ));
     assert!(matches!(r.get("d"), Err(CoreError::NotFound { .. })));
 }
+
+#[tokio::test]
+async fn a_snapshot_is_paged_and_changes_made_meanwhile_follow_its_last_page() {
+    let r = registry(spec(2, 60_000, 10_000), RegistryConfig::default());
+    for i in 0..2_500 {
+        r.acquire(&format!("c{i:05}"), "").unwrap();
+    }
+    let mut sub = r.watch(&[]).unwrap();
+    let page = |p: Option<WatchPage>| match p {
+        Some(WatchPage {
+            update: WatchUpdate::Resync(s),
+            last,
+        }) => (s, last),
+        other => panic!("expected a snapshot page, got {other:?}"),
+    };
+    let (first, last) = page(sub.next_page(1_000).await);
+    assert_eq!((first.len(), last), (1_000, false));
+    assert_eq!(&*first[0].name, "c00000");
+    // A change and a new circuit while the snapshot is paged out.
+    trip(&r, "c02400", 2).await;
+    r.acquire("zz-new", "").unwrap();
+    let (second, last) = page(sub.next_page(1_000).await);
+    assert_eq!((second.len(), last), (1_000, false));
+    assert_eq!(&*second[0].name, "c01000");
+    let (third, last) = page(sub.next_page(1_000).await);
+    // The circuits that existed when it began, read when paged: the trip
+    // is in it already.
+    assert_eq!((third.len(), last), (500, true));
+    let tripped = third.iter().find(|s| &*s.name == "c02400").unwrap();
+    assert_eq!(tripped.state, State::Open);
+    // Then the changes, in order.
+    let changed = next_changed(&mut sub).await;
+    let names: Vec<&str> = changed.iter().map(|s| &*s.name).collect();
+    assert_eq!(names, ["c02400", "zz-new"]);
+}
+
+#[tokio::test]
+async fn next_gathers_a_paged_snapshot_whole() {
+    let r = registry(spec(2, 60_000, 10_000), RegistryConfig::default());
+    for i in 0..3_000 {
+        r.acquire(&format!("c{i:05}"), "").unwrap();
+    }
+    let mut sub = r.watch(&[]).unwrap();
+    let all = initial(&mut sub).await;
+    assert_eq!(all.len(), 3_000);
+    assert!(all.windows(2).all(|w| w[0].name < w[1].name));
+}

@@ -73,6 +73,12 @@ pub struct ServerSection {
     pub request_timeout_ms: u64,
     /// Set `TCP_NODELAY` on accepted connections.
     pub tcp_nodelay: bool,
+    /// Connections open at once on the gRPC port; one more is closed as
+    /// soon as it is accepted.
+    pub max_connections: u64,
+    /// A new connection that has not sent the HTTP/2 preface (or its TLS
+    /// hello) within this is closed.
+    pub preface_timeout_ms: u64,
     /// On shutdown, how long in-flight calls and streams may take to finish
     /// before the process exits anyway.
     pub shutdown_drain_ms: u64,
@@ -93,6 +99,8 @@ impl Default for ServerSection {
             max_connection_age_grace_ms: 30_000,
             request_timeout_ms: 10_000,
             tcp_nodelay: true,
+            max_connections: 4096,
+            preface_timeout_ms: 10_000,
             shutdown_drain_ms: 5_000,
         }
     }
@@ -104,12 +112,24 @@ impl Default for ServerSection {
 pub struct LimitsSection {
     /// Most circuits held at once; creating one more is RESOURCE_EXHAUSTED.
     pub max_circuits: u64,
+    /// Of `max_circuits`, how many only admin calls may create, so that
+    /// clients filling the cap cannot lock operators out (at most a tenth
+    /// of the cap is reserved).
+    pub operator_reserved_circuits: u64,
     /// Idle CLOSED circuits without an override are forgotten after this.
     pub idle_evict_after_ms: u64,
     /// Most outcomes in one Report batch.
     pub max_report_batch: u64,
     /// Most circuit names in one Watch request.
     pub max_watch_names: u64,
+    /// Watch streams open at once, all clients together; 0: no cap.
+    pub max_watch_streams: u64,
+    /// Watch streams open at once per client (client certificate, else
+    /// peer IP); 0: no cap.
+    pub max_watch_streams_per_client: u64,
+    /// Streams watching every circuit open at once, all clients together;
+    /// 0: no cap.
+    pub max_watch_all_streams: u64,
     /// Requests per second one client (node id, else peer IP) may make,
     /// in bursts of twice this; 0: unlimited.
     pub client_requests_per_second: u64,
@@ -124,9 +144,13 @@ impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_circuits: 100_000,
+            operator_reserved_circuits: 1_000,
             idle_evict_after_ms: 600_000,
             max_report_batch: 10_000,
             max_watch_names: 10_000,
+            max_watch_streams: 1024,
+            max_watch_streams_per_client: 64,
+            max_watch_all_streams: 32,
             client_requests_per_second: 10_000,
             client_new_circuits_per_minute: 600,
             max_tracked_clients: 10_000,

@@ -16,7 +16,11 @@ use super::{
 use breakerd_core::{PolicyResolver, RegistryConfig, ResolverError};
 
 use crate::{
-    grpc::ClientLimitsConfig, http::HttpConfig, middleware::auth::AuthConfig, telemetry::LogFormat,
+    grpc::{ClientLimitsConfig, ManualClock, WatchLimits},
+    http::HttpConfig,
+    listener::ConnectionLimits,
+    middleware::auth::AuthConfig,
+    telemetry::LogFormat,
 };
 
 /// A configuration that has been merged and fully checked.
@@ -44,20 +48,30 @@ pub struct Config {
     pub max_connection_age_grace: Duration,
     /// Per-client request-rate and new-circuit limits.
     pub client_limits: ClientLimitsConfig,
+    /// A hand-driven clock for those limits instead of tokio's; never set
+    /// from a file or flag, only by tests that must not depend on how fast
+    /// the machine runs their requests.
+    pub client_limits_clock: Option<ManualClock>,
     /// Deadline of a unary call.
     pub request_timeout: Duration,
     /// `TCP_NODELAY` on accepted connections.
     pub tcp_nodelay: bool,
+    /// The connection cap and preface timeout of the gRPC port.
+    pub connections: ConnectionLimits,
     /// Bound of the graceful drain on shutdown.
     pub shutdown_drain: Duration,
     /// Most circuits held at once.
     pub max_circuits: usize,
+    /// Circuits of the cap only admin calls may create.
+    pub operator_reserved_circuits: usize,
     /// Idle closed circuits are evicted after this.
     pub idle_evict_after: Duration,
     /// Most outcomes per Report batch.
     pub max_report_batch: usize,
     /// Most names per Watch request.
     pub max_watch_names: usize,
+    /// Caps on open Watch streams.
+    pub watch_limits: WatchLimits,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter directives (already checked to parse).
@@ -172,6 +186,16 @@ impl Config {
             1,
             3_600_000,
         )?;
+        let connections = ConnectionLimits {
+            max_connections: within("server.max_connections", s.max_connections, 1, 1_000_000)?,
+            preface_timeout: ms_within(
+                "server.preface_timeout_ms",
+                s.preface_timeout_ms,
+                100,
+                600_000,
+            )?,
+            tcp_nodelay: s.tcp_nodelay,
+        };
         let shutdown_drain = ms_within(
             "server.shutdown_drain_ms",
             s.shutdown_drain_ms,
@@ -183,6 +207,12 @@ impl Config {
             Some(n) => within("--max-circuits", n, 1, 100_000_000)?,
             None => within("limits.max_circuits", l.max_circuits, 1, 100_000_000)?,
         };
+        let operator_reserved_circuits = within(
+            "limits.operator_reserved_circuits",
+            l.operator_reserved_circuits,
+            0,
+            10_000_000,
+        )?;
         let idle_evict_after = ms_within(
             "limits.idle_evict_after_ms",
             l.idle_evict_after_ms,
@@ -191,6 +221,26 @@ impl Config {
         )?;
         let max_report_batch = within("limits.max_report_batch", l.max_report_batch, 1, 1_000_000)?;
         let max_watch_names = within("limits.max_watch_names", l.max_watch_names, 1, 1_000_000)?;
+        let watch_limits = WatchLimits {
+            max_streams: within(
+                "limits.max_watch_streams",
+                l.max_watch_streams,
+                0,
+                1_000_000,
+            )?,
+            max_streams_per_client: within(
+                "limits.max_watch_streams_per_client",
+                l.max_watch_streams_per_client,
+                0,
+                1_000_000,
+            )?,
+            max_watch_all_streams: within(
+                "limits.max_watch_all_streams",
+                l.max_watch_all_streams,
+                0,
+                1_000_000,
+            )?,
+        };
         let client_limits = ClientLimitsConfig {
             requests_per_second: within(
                 "limits.client_requests_per_second",
@@ -267,13 +317,17 @@ impl Config {
             max_connection_age,
             max_connection_age_grace,
             client_limits,
+            client_limits_clock: None,
             request_timeout,
             tcp_nodelay: s.tcp_nodelay,
+            connections,
             shutdown_drain,
             max_circuits,
+            operator_reserved_circuits,
             idle_evict_after,
             max_report_batch,
             max_watch_names,
+            watch_limits,
             log_format,
             log_level,
             resolver,
@@ -289,6 +343,7 @@ impl Config {
         let defaults = RegistryConfig::default();
         RegistryConfig {
             max_circuits: self.max_circuits,
+            operator_reserve: self.operator_reserved_circuits,
             idle_evict_after: self.idle_evict_after,
             // Look for idle circuits often enough that one is evicted within
             // about 1.5 × idle_evict_after.

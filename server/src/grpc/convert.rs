@@ -209,6 +209,7 @@ pub fn watch_event_to_proto(update: WatchUpdate) -> pb::WatchEvent {
     pb::WatchEvent {
         initial,
         circuits: snaps.iter().map(|s| snapshot_to_proto(s)).collect(),
+        more: false,
     }
 }
 

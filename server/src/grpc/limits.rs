@@ -1,21 +1,25 @@
 //! Per-client limits of the gRPC API: how many requests a client may make
 //! per second, and how many *new* circuit names it may create per minute.
 //!
-//! A client is its `node_id` when the request carries a valid one, else its
-//! peer IP (admin calls carry no node id, so they are always per IP). Each
-//! client has two token buckets, kept as GCRA "theoretical arrival times" in
-//! atomics: a lookup is a `DashMap` read plus a compare-and-swap, and a
+//! A client is its [`Principal`]: its client certificate under mutual TLS,
+//! else its peer IP address, never the self-declared `node_id` (a client
+//! that rotates node ids would get fresh buckets for free; the node id only
+//! appears in refusals). Nodes behind one address share its limits. Each
+//! client has two token buckets, kept as GCRA "theoretical arrival times"
+//! in atomics: a lookup is a `DashMap` read plus a compare-and-swap, and a
 //! bucket that has refilled holds no information, so dropping it loses
-//! nothing. That is what keeps memory bounded under a flood of made-up node
-//! ids: at most `max_tracked_clients` node entries and as many IP entries;
-//! idle (refilled) entries are swept when the table fills up and every
-//! [`SWEEP_INTERVAL`]; a node that finds the table full is limited by its
-//! peer IP instead, and an IP that finds the IP table full shares one
-//! overflow bucket with every other such IP.
+//! nothing. That is what keeps memory bounded under a flood of addresses:
+//! at most `max_tracked_clients` entries; idle (refilled) entries are swept
+//! when the table fills up and every [`SWEEP_INTERVAL`]; a client that
+//! finds the table full shares one overflow bucket with every other such
+//! client.
 //!
 //! The new-circuit limit is not checked ahead of the core: a call hands the
 //! registry the client's [`NewCircuitBudget`], which the registry charges
-//! inside its creation path, only for names it is about to create.
+//! inside its creation path, only for names it is about to create. Every
+//! name costs one token, whatever the size of the request: a request for
+//! more names than the bucket holds is granted only when that many tokens
+//! are there, and one for more than a full bucket holds never is.
 //!
 //! Over a limit the call fails with `RESOURCE_EXHAUSTED`, a message saying
 //! which limit and when to retry, and the same hint in milliseconds as the
@@ -23,7 +27,6 @@
 //! clock, so paused-clock tests drive the refill.
 
 use std::{
-    net::{IpAddr, Ipv6Addr},
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -35,6 +38,8 @@ use dashmap::{DashMap, mapref::entry::Entry};
 use tonic::{Request, Status, metadata::MetadataValue};
 
 use breakerd_core::{Admission, validate_node_id};
+
+use super::principal::Principal;
 
 /// Response metadata key of the retry hint, in milliseconds.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
@@ -57,7 +62,7 @@ pub struct ClientLimitsConfig {
     /// SetOverride of a name that does not exist). Bursts of one minute's
     /// worth. 0: unlimited.
     pub new_circuits_per_minute: u32,
-    /// Most clients tracked by node id, and most tracked by IP.
+    /// Most clients tracked at once.
     pub max_tracked_clients: usize,
 }
 
@@ -82,46 +87,37 @@ impl ClientLimitsConfig {
     }
 }
 
-/// Who a request counts against.
+/// Who a request counts against: its [`Principal`], and the node id it
+/// declared (for messages only).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientId {
-    /// A node that named itself (a valid, non-empty `node_id`), with the
-    /// peer IP to fall back to.
-    Node {
-        /// The node id.
-        node: String,
-        /// Its peer address, when known.
-        ip: Option<IpAddr>,
-    },
-    /// Anyone else, by peer IP (`None`: no peer address, e.g. in-process).
-    Peer(Option<IpAddr>),
+pub struct ClientId {
+    principal: Principal,
+    /// A valid, non-empty declared node id.
+    node: Option<String>,
 }
 
 impl ClientId {
-    /// The client of `request`, by `node_id` when it is a valid non-empty
-    /// node id, else by peer IP.
+    /// The client of `request`, which declared `node_id`.
     pub fn of<T>(request: &Request<T>, node_id: &str) -> Self {
-        Self::new(node_id, request.remote_addr().map(|a| a.ip()))
+        Self::new(Principal::of(request), node_id)
     }
 
-    /// The client named `node_id` (when valid and non-empty) calling from
-    /// `ip`.
-    pub fn new(node_id: &str, ip: Option<IpAddr>) -> Self {
-        if !node_id.is_empty() && validate_node_id(node_id).is_ok() {
-            ClientId::Node {
-                node: node_id.to_owned(),
-                ip,
-            }
-        } else {
-            ClientId::Peer(ip)
-        }
+    /// `principal`, having declared `node_id`.
+    pub fn new(principal: Principal, node_id: &str) -> Self {
+        let node =
+            (!node_id.is_empty() && validate_node_id(node_id).is_ok()).then(|| node_id.to_owned());
+        Self { principal, node }
+    }
+
+    /// What the limits are keyed by.
+    pub fn principal(&self) -> Principal {
+        self.principal
     }
 
     fn describe(&self) -> String {
-        match self {
-            ClientId::Node { node, .. } => format!("node {node:?}"),
-            ClientId::Peer(Some(ip)) => format!("peer {ip}"),
-            ClientId::Peer(None) => "this peer".to_owned(),
+        match &self.node {
+            Some(node) => format!("{} (node {node:?})", self.principal.describe()),
+            None => self.principal.describe(),
         }
     }
 }
@@ -148,18 +144,21 @@ impl Rate {
     }
 
     /// Takes `n` tokens from the bucket whose theoretical arrival time is
-    /// `tat`, or says how long until it could. A request for more than the
-    /// capacity is granted only from a full bucket, and paid back before
-    /// anything else is granted.
-    fn take(&self, tat: &AtomicU64, now: u64, n: u64) -> Result<(), Duration> {
+    /// `tat`, or says why not: how long until that many are there, or that
+    /// a full bucket never holds that many.
+    fn take(&self, tat: &AtomicU64, now: u64, n: u64) -> Result<(), Shortfall> {
         let cost = n.saturating_mul(self.interval_ns);
+        if cost > self.capacity_ns {
+            return Err(Shortfall::Never);
+        }
         let mut old = tat.load(Ordering::Acquire);
         loop {
             let base = old.max(now);
             let new = base.saturating_add(cost);
-            if old > now && new - now > self.capacity_ns {
-                let earliest = old.saturating_add(cost).saturating_sub(self.capacity_ns);
-                return Err(Duration::from_nanos(earliest.min(old) - now));
+            if new - now > self.capacity_ns {
+                return Err(Shortfall::Wait(Duration::from_nanos(
+                    new - now - self.capacity_ns,
+                )));
             }
             match tat.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(()),
@@ -167,6 +166,15 @@ impl Rate {
             }
         }
     }
+}
+
+/// Why a bucket refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shortfall {
+    /// Enough tokens will be there after this long.
+    Wait(Duration),
+    /// More than a full bucket holds.
+    Never,
 }
 
 /// The two buckets of one client.
@@ -244,6 +252,29 @@ enum Limit {
     NewCircuits,
 }
 
+/// A clock for the limits that only moves when told to, for tests that
+/// must not depend on how fast the machine runs their requests (the
+/// limits then never refill by themselves). Clones share one clock.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.0.fetch_add(ns, Ordering::AcqRel);
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// Per-client request-rate and new-circuit limits; share it as an `Arc`
 /// between the services.
 #[derive(Debug)]
@@ -251,31 +282,34 @@ pub struct ClientLimits {
     config: ClientLimitsConfig,
     requests: Option<Rate>,
     new_circuits: Option<Rate>,
-    nodes: Table<Box<str>>,
-    peers: Table<IpAddr>,
-    /// Shared by every IP that finds the IP table full.
+    clients: Table<Principal>,
+    /// Shared by every client that finds the table full.
     overflow: Buckets,
     epoch: tokio::time::Instant,
+    /// Replaces tokio's clock when set.
+    manual: Option<ManualClock>,
     /// Nanoseconds since `epoch` of the last sweep.
     last_sweep: AtomicU64,
 }
 
-/// The key of requests without a peer address (in-process calls).
-const NO_PEER: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-
 impl ClientLimits {
     /// Limits as configured.
     pub fn new(config: ClientLimitsConfig) -> Arc<Self> {
+        Self::with_clock(config, None)
+    }
+
+    /// Limits as configured, on `clock` when given, else on tokio's.
+    pub fn with_clock(config: ClientLimitsConfig, clock: Option<ManualClock>) -> Arc<Self> {
         let rps = config.requests_per_second;
         let per_minute = config.new_circuits_per_minute;
         Arc::new(Self {
             config,
             requests: Rate::new(rps, Duration::from_secs(1), 2 * u64::from(rps)),
             new_circuits: Rate::new(per_minute, Duration::from_secs(60), u64::from(per_minute)),
-            nodes: Table::new(),
-            peers: Table::new(),
+            clients: Table::new(),
             overflow: Buckets::default(),
             epoch: tokio::time::Instant::now(),
+            manual: clock,
             last_sweep: AtomicU64::new(0),
         })
     }
@@ -290,12 +324,15 @@ impl ClientLimits {
         self.config
     }
 
-    /// Clients tracked now (by node id, by IP).
-    pub fn tracked(&self) -> (usize, usize) {
-        (self.nodes.map.len(), self.peers.map.len())
+    /// Clients tracked now.
+    pub fn tracked(&self) -> usize {
+        self.clients.map.len()
     }
 
     fn now_ns(&self) -> u64 {
+        if let Some(clock) = &self.manual {
+            return clock.now_ns();
+        }
         let elapsed = tokio::time::Instant::now().saturating_duration_since(self.epoch);
         u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
     }
@@ -330,35 +367,18 @@ impl ClientLimits {
             rate.take(tat, now, n)
         };
         let max = self.config.max_tracked_clients;
-        let by_node = match client {
-            ClientId::Node { node, .. } => {
-                let key = node.as_str();
-                self.nodes.with(key, max, take).or_else(|| {
-                    self.sweep_if_due(now, true)
-                        .then(|| self.nodes.with(key, max, take))
-                        .flatten()
-                })
-            }
-            ClientId::Peer(_) => None,
-        };
-        let result = match by_node {
-            Some(r) => r,
-            None => {
-                let ip = match client {
-                    ClientId::Node { ip, .. } | ClientId::Peer(ip) => ip.unwrap_or(NO_PEER),
-                };
-                self.peers
-                    .with(&ip, max, take)
-                    .or_else(|| {
-                        self.sweep_if_due(now, true)
-                            .then(|| self.peers.with(&ip, max, take))
-                            .flatten()
-                    })
-                    .unwrap_or_else(|| take(&self.overflow))
-            }
-        };
+        let key = client.principal;
+        let result = self
+            .clients
+            .with(&key, max, take)
+            .or_else(|| {
+                self.sweep_if_due(now, true)
+                    .then(|| self.clients.with(&key, max, take))
+                    .flatten()
+            })
+            .unwrap_or_else(|| take(&self.overflow));
         self.sweep_if_due(now, false);
-        result.map_err(|retry_after| self.refusal(client, limit, retry_after))
+        result.map_err(|short| self.refusal(client, limit, n, short))
     }
 
     /// Sweeps idle entries when [`SWEEP_INTERVAL`] has passed since the
@@ -380,14 +400,24 @@ impl ClientLimits {
         {
             return false;
         }
-        let removed = self.nodes.sweep(now) + self.peers.sweep(now);
+        let removed = self.clients.sweep(now);
         if removed > 0 {
             tracing::debug!(removed, "idle client limit entries swept");
         }
         true
     }
 
-    fn refusal(&self, client: &ClientId, limit: Limit, retry_after: Duration) -> Status {
+    fn refusal(&self, client: &ClientId, limit: Limit, n: u64, short: Shortfall) -> Status {
+        let retry_after = match short {
+            Shortfall::Wait(d) => d,
+            Shortfall::Never => {
+                let burst = self.config.new_circuits_per_minute;
+                return Status::resource_exhausted(format!(
+                    "{} asks to create {n} new circuits at once, more than the {burst} a client may create per minute; ask for fewer names",
+                    client.describe()
+                ));
+            }
+        };
         let retry_ms = u64::try_from(retry_after.as_micros().div_ceil(1000))
             .unwrap_or(u64::MAX)
             .max(1);
@@ -451,12 +481,15 @@ pub fn retry_after_ms(status: &Status) -> Option<u64> {
 mod tests {
     use super::*;
     use breakerd_core::{CoreError, PolicyResolver, Refused, Registry, RegistryConfig};
+    use std::net::IpAddr;
+
+    /// Node `n` calling from 10.0.0.`ip`.
+    fn node_at(n: &str, ip: u8) -> ClientId {
+        ClientId::new(Principal::Peer(IpAddr::from([10, 0, 0, ip])), n)
+    }
 
     fn node(n: &str) -> ClientId {
-        ClientId::Node {
-            node: n.to_owned(),
-            ip: Some(IpAddr::from([10, 0, 0, 1])),
-        }
+        node_at(n, 1)
     }
 
     fn limits(rps: u32, per_minute: u32, max: usize) -> Arc<ClientLimits> {
@@ -475,28 +508,34 @@ mod tests {
             rate.take(&tat, 0, 1).unwrap();
         }
         let wait = rate.take(&tat, 0, 1).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(100));
+        assert_eq!(wait, Shortfall::Wait(Duration::from_millis(100)));
         assert!(rate.take(&tat, 99_999_999, 1).is_err());
         rate.take(&tat, 100_000_000, 1).unwrap();
         assert_eq!(
             rate.take(&tat, 100_000_000, 1).unwrap_err(),
-            Duration::from_millis(100)
+            Shortfall::Wait(Duration::from_millis(100))
         );
     }
 
     #[test]
-    fn gcra_grants_a_large_request_only_from_a_full_bucket_and_charges_it() {
+    fn gcra_charges_every_token_of_a_large_request() {
         let rate = Rate::new(60, Duration::from_secs(60), 60).unwrap();
         let tat = AtomicU64::new(0);
-        rate.take(&tat, 0, 100).unwrap();
-        // 100 s of debt, minus the 60 s the bucket holds, before one more.
-        assert_eq!(rate.take(&tat, 0, 1).unwrap_err(), Duration::from_secs(41));
-        // Another oversized request waits for the bucket to be full again.
+        // More than a full bucket holds: never, not even from a full one.
+        assert_eq!(rate.take(&tat, 0, 61).unwrap_err(), Shortfall::Never);
+        assert_eq!(tat.load(Ordering::Relaxed), 0, "a refusal costs nothing");
+        // A full bucket's worth, then nothing until it refills.
+        rate.take(&tat, 0, 60).unwrap();
         assert_eq!(
-            rate.take(&tat, 0, 100).unwrap_err(),
-            Duration::from_secs(100)
+            rate.take(&tat, 0, 1).unwrap_err(),
+            Shortfall::Wait(Duration::from_secs(1))
         );
-        rate.take(&tat, 100_000_000_000, 100).unwrap();
+        // 30 s later 30 tokens are back: 30 is granted, 31 waits 1 s more.
+        assert_eq!(
+            rate.take(&tat, 30_000_000_000, 31).unwrap_err(),
+            Shortfall::Wait(Duration::from_secs(1))
+        );
+        rate.take(&tat, 30_000_000_000, 30).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -508,17 +547,44 @@ mod tests {
         let s = l.check_request(&node("a")).unwrap_err();
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
         assert_eq!(retry_after_ms(&s), Some(200));
-        assert!(s.message().contains("node \"a\""), "{}", s.message());
+        assert!(
+            s.message().contains("peer 10.0.0.1 (node \"a\")"),
+            "{}",
+            s.message()
+        );
         assert!(
             s.message().contains("retry after 200 ms"),
             "{}",
             s.message()
         );
-        // Another node has its own bucket.
-        l.check_request(&node("b")).unwrap();
+        // Another address has its own bucket.
+        l.check_request(&node_at("b", 2)).unwrap();
         tokio::time::advance(Duration::from_millis(200)).await;
         l.check_request(&node("a")).unwrap();
         assert!(l.check_request(&node("a")).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rotating_node_ids_gives_no_fresh_bucket() {
+        let l = limits(5, 2, 10);
+        for i in 0..10 {
+            l.check_request(&node(&format!("rotated-{i}"))).unwrap();
+        }
+        assert!(l.check_request(&node("yet-another")).is_err());
+        let r = Registry::new(
+            RegistryConfig::default(),
+            PolicyResolver::new(Default::default(), Vec::new()).unwrap(),
+        );
+        let (a, b, c) = (node("a"), node("b"), node("c"));
+        r.acquire_admitted("x", "a", &l.new_circuit_budget(&a))
+            .unwrap();
+        r.acquire_admitted("y", "b", &l.new_circuit_budget(&b))
+            .unwrap();
+        assert!(matches!(
+            r.acquire_admitted("z", "c", &l.new_circuit_budget(&c)),
+            Err(Refused::Admission(_))
+        ));
+        assert_eq!(l.tracked(), 1);
     }
 
     #[test]
@@ -534,7 +600,7 @@ mod tests {
             r.acquire_admitted(&format!("c{i}"), "", &l.new_circuit_budget(&a))
                 .unwrap();
         }
-        assert_eq!(l.tracked(), (0, 0));
+        assert_eq!(l.tracked(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -571,34 +637,60 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_table_falls_back_to_the_peer_ip_and_idle_entries_are_swept() {
-        let l = limits(1, 0, 2);
-        l.check_request(&node("a")).unwrap();
-        l.check_request(&node("b")).unwrap();
-        // The table is full: "c" and "d" share their IP's bucket (burst 2).
-        l.check_request(&node("c")).unwrap();
-        l.check_request(&node("d")).unwrap();
-        let s = l.check_request(&node("e")).unwrap_err();
-        assert!(s.message().contains("node \"e\""), "{}", s.message());
-        assert_eq!(l.tracked(), (2, 1));
-        // Once every bucket has refilled, a newcomer's sweep frees room.
-        tokio::time::advance(SWEEP_INTERVAL).await;
-        l.check_request(&node("f")).unwrap();
-        assert_eq!(l.tracked(), (1, 0));
+    async fn a_watch_of_more_new_names_than_a_full_bucket_is_refused_and_creates_nothing() {
+        let l = limits(0, 3, 10);
+        let r = Registry::new(
+            RegistryConfig::default(),
+            PolicyResolver::new(Default::default(), Vec::new()).unwrap(),
+        );
+        let c = node("a");
+        let names: Vec<String> = (0..4).map(|i| format!("made-up-{i}")).collect();
+        let s = match r.watch_admitted(&names, &l.new_circuit_budget(&c)) {
+            Err(Refused::Admission(s)) => s,
+            other => panic!("expected the limit, got {other:?}"),
+        };
+        assert!(
+            s.message()
+                .contains("asks to create 4 new circuits at once"),
+            "{}",
+            s.message()
+        );
+        assert_eq!(retry_after_ms(&s), None, "retrying cannot help");
+        assert!(r.is_empty());
+        // Three fit a full bucket, and then the bucket is empty.
+        r.watch_admitted(&names[..3], &l.new_circuit_budget(&c))
+            .unwrap();
+        assert!(
+            r.acquire_admitted("one-more", "a", &l.new_circuit_budget(&c))
+                .is_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_flood_of_distinct_ids_and_ips_stays_bounded() {
+    async fn a_full_table_shares_the_overflow_bucket_and_idle_entries_are_swept() {
+        let l = limits(1, 0, 2);
+        l.check_request(&node_at("a", 1)).unwrap();
+        l.check_request(&node_at("b", 2)).unwrap();
+        // The table is full: 3 and 4 share the overflow bucket (burst 2).
+        l.check_request(&node_at("c", 3)).unwrap();
+        l.check_request(&node_at("d", 4)).unwrap();
+        let s = l.check_request(&node_at("e", 5)).unwrap_err();
+        assert!(s.message().contains("peer 10.0.0.5"), "{}", s.message());
+        assert_eq!(l.tracked(), 2);
+        // Once every bucket has refilled, a newcomer's sweep frees room.
+        tokio::time::advance(SWEEP_INTERVAL).await;
+        l.check_request(&node_at("f", 6)).unwrap();
+        assert_eq!(l.tracked(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_distinct_addresses_stays_bounded() {
         let l = limits(1000, 0, 100);
         for i in 0..10_000u32 {
-            let c = ClientId::Node {
-                node: format!("flood-{i}"),
-                ip: Some(IpAddr::from(i.to_be_bytes())),
-            };
+            let c = ClientId::new(Principal::Peer(IpAddr::from(i.to_be_bytes())), "flood");
             let _ = l.check_request(&c);
             tokio::time::advance(Duration::from_micros(100)).await;
         }
-        let (nodes, peers) = l.tracked();
-        assert!(nodes <= 100 && peers <= 100, "{nodes} {peers}");
+        assert!(l.tracked() <= 100, "{}", l.tracked());
     }
 }

@@ -10,6 +10,8 @@ pub mod breaker;
 pub mod convert;
 pub mod health;
 pub mod limits;
+pub mod principal;
+pub mod streams;
 
 use std::sync::Arc;
 
@@ -18,7 +20,9 @@ use tonic::server::NamedService;
 
 pub use admin::AdminService;
 pub use breaker::BreakerService;
-pub use limits::{ClientLimits, ClientLimitsConfig};
+pub use limits::{ClientLimits, ClientLimitsConfig, ManualClock};
+pub use principal::Principal;
+pub use streams::{WatchLimits, WatchStreams};
 
 pub use crate::shutdown::ShutdownSignal;
 use breakerd_core::Registry;
@@ -28,15 +32,19 @@ pub const BREAKER_SERVICE_NAME: &str = <BreakerServer<BreakerService> as NamedSe
 /// Full gRPC name of the admin service, as health checks know it.
 pub const ADMIN_SERVICE_NAME: &str = <AdminServer<AdminService> as NamedService>::NAME;
 
-/// The two API services, with message size and per-client limits applied.
+/// The two API services, with message size, per-client limits and the
+/// Watch stream caps applied.
 pub fn services(
     registry: Arc<Registry>,
     max_message_bytes: usize,
     limits: Arc<ClientLimits>,
+    watch_streams: Arc<WatchStreams>,
     shutdown: ShutdownSignal,
 ) -> (BreakerServer<BreakerService>, AdminServer<AdminService>) {
     let breaker = BreakerServer::new(
-        BreakerService::new(registry.clone(), shutdown).with_limits(limits.clone()),
+        BreakerService::new(registry.clone(), shutdown)
+            .with_limits(limits.clone())
+            .with_watch_streams(watch_streams, max_message_bytes),
     )
     .max_decoding_message_size(max_message_bytes)
     .max_encoding_message_size(max_message_bytes);
