@@ -90,29 +90,9 @@ impl Registry {
         let clocks = Clocks::now();
         let now = clocks.mono;
         for record in loaded.circuits {
-            if let Some(problem) = name::name_problem(&record.name) {
-                tracing::error!(circuit = %record.name, %problem, "store holds an invalid circuit name; skipped");
+            let Some(circuit) = registry.circuit_from_record(&record, clocks, floor) else {
                 continue;
-            }
-            let configured = registry.resolver.resolve_shared(&record.name);
-            let (policy, admin_spec) = match &record.admin_policy {
-                None => (configured, None),
-                Some(spec) => match configured.apply(spec) {
-                    Ok(p) => (Arc::new(p), Some(spec.clone())),
-                    Err(e) => {
-                        tracing::error!(circuit = %record.name, error = %e, "stored admin policy no longer valid over the configured policy; using the configured policy");
-                        (configured, None)
-                    }
-                },
             };
-            let mut saved = record.to_persisted(clocks);
-            saved.generation = saved.generation.max(floor);
-            let breaker = Breaker::restore(policy, NodeId::from_name(&record.name).0, saved, now);
-            let circuit = Arc::new(Circuit {
-                name: CircuitName::new(&record.name),
-                inner: Mutex::new(CircuitInner::new(breaker, admin_spec)),
-                last_used: AtomicU64::new(0),
-            });
             // Nothing is written back: what restoring changed (a deadline
             // that passed, the new generation floor) is derived again the
             // same way on the next start, and later changes are persisted as
@@ -129,6 +109,60 @@ impl Registry {
             "state restored"
         );
         Arc::new(registry)
+    }
+
+    /// A circuit rebuilt from its durable `record` (its admin policy over
+    /// the configured one, deadlines moved onto `clocks`, its generation at
+    /// least `floor`, its policy version kept); `None` for an invalid name.
+    pub(crate) fn circuit_from_record(
+        &self,
+        record: &crate::store::CircuitRecord,
+        clocks: Clocks,
+        floor: Generation,
+    ) -> Option<Arc<Circuit>> {
+        if let Some(problem) = name::name_problem(&record.name) {
+            tracing::error!(circuit = %record.name, %problem, "store holds an invalid circuit name; skipped");
+            return None;
+        }
+        let (policy, admin_spec, changed) = self.policy_of(record);
+        let mut saved = record.to_persisted(clocks);
+        saved.generation = saved.generation.max(floor);
+        let mut breaker = Breaker::restore(
+            policy,
+            NodeId::from_name(&record.name).0,
+            saved,
+            clocks.mono,
+        );
+        breaker.raise_policy_version(record.policy_version + u64::from(changed));
+        Some(Arc::new(Circuit {
+            name: CircuitName::new(&record.name),
+            inner: Mutex::new(CircuitInner::new(breaker, admin_spec)),
+            last_used: AtomicU64::new(0),
+        }))
+    }
+
+    /// The policy a stored record runs with: its admin policy over the
+    /// configured one, or the configured one when that is no longer valid
+    /// (then `true`: the policy changed).
+    pub(crate) fn policy_of(
+        &self,
+        record: &crate::store::CircuitRecord,
+    ) -> (
+        Arc<breakerd_policy::Policy>,
+        Option<breakerd_policy::PolicySpec>,
+        bool,
+    ) {
+        let configured = self.resolver.resolve_shared(&record.name);
+        match &record.admin_policy {
+            None => (configured, None, false),
+            Some(spec) => match configured.apply(spec) {
+                Ok(p) => (Arc::new(p), Some(spec.clone()), false),
+                Err(e) => {
+                    tracing::error!(circuit = %record.name, error = %e, "stored admin policy no longer valid over the configured policy; using the configured policy");
+                    (configured, None, true)
+                }
+            },
+        }
     }
 
     pub(crate) fn build(

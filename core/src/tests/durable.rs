@@ -131,7 +131,10 @@ impl DurableState for Gated {
     fn put(&self, _: crate::store::CircuitRecord) {}
     fn forget(&self, _: &str) {}
     fn audit(&self, _: crate::store::AuditRecord) {}
-    fn flush(&self) -> Flush<'_> {
+    fn mark(&self) -> u64 {
+        0
+    }
+    fn flush(&self, _: u64) -> Flush<'_> {
         Box::pin(async move {
             let gate = &self.0;
             gate.flushes
@@ -162,11 +165,7 @@ async fn changes_are_answered_only_once_durable() {
         released: tokio::sync::Semaphore::new(0),
         fail: Default::default(),
     });
-    let loaded = crate::store::Loaded {
-        epoch: 1,
-        circuits: Vec::new(),
-        recovery: None,
-    };
+    let loaded = crate::store::Loaded::empty(1);
     let r = Registry::restore(
         RegistryConfig::default(),
         PolicyResolver::new(spec(2, 60_000, 10_000), Vec::new()).unwrap(),
@@ -198,7 +197,7 @@ async fn changes_are_answered_only_once_durable() {
     assert_eq!(flushes(), 1);
 
     // So is an admin change; a failed wait is a storage error, and the
-    // change is in force though it may not survive.
+    // change is then undone: a refused change is not in effect.
     gate.fail.store(true, std::sync::atomic::Ordering::SeqCst);
     let setting = tokio::spawn({
         let r = r.clone();
@@ -217,6 +216,34 @@ async fn changes_are_answered_only_once_durable() {
         setting.await.unwrap(),
         Err(CoreError::Storage("store write failed: disk full".into()))
     );
-    assert!(r.get("x").unwrap().snapshot.override_.is_some());
+    let x = r.get("x").unwrap().snapshot;
+    assert!(x.override_.is_none(), "a refused override is in effect");
+    assert_eq!(x.state, State::Closed);
     assert_eq!(flushes(), 2);
+}
+
+#[tokio::test]
+async fn the_policy_version_never_goes_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = stored_registry(dir.path(), spec(2, 60_000, 10_000));
+    for n in [4, 5] {
+        let tuned = PolicySpec {
+            consecutive_failures: Some(n),
+            ..Default::default()
+        };
+        r.set_policy("tuned", &tuned, "ops", "tuning")
+            .await
+            .unwrap();
+    }
+    let version = r.get("tuned").unwrap().snapshot.policy_version;
+    assert_eq!(version, 3);
+    drop(r);
+    let r = stored_registry(dir.path(), spec(2, 60_000, 10_000));
+    assert_eq!(r.get("tuned").unwrap().snapshot.policy_version, version);
+    let more = PolicySpec {
+        consecutive_failures: Some(6),
+        ..Default::default()
+    };
+    let d = r.set_policy("tuned", &more, "ops", "again").await.unwrap();
+    assert_eq!(d.snapshot.policy_version, version + 1);
 }
