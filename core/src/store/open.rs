@@ -237,7 +237,19 @@ fn open_checked(dir: &Path, path: &Path, has_db: bool) -> Result<Database, Store
     let head = if has_db { read_head(path)? } else { Vec::new() };
     let mut builder = Builder::new();
     builder.set_check_integrity_on_open(has_db);
-    match builder.create(path) {
+    // redb may panic on a file altered behind its back; that is damage too.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.create(path)))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panic".to_owned());
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+                format!("open panicked: {what}"),
+            )))
+        });
+    match opened {
         Ok(db) => Ok(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Db {
             path: path.to_owned(),
