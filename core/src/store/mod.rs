@@ -23,6 +23,7 @@
 //! changes nothing on disk; the writer reopens the database for the next
 //! group, so the store recovers by itself once space returns.
 
+pub mod export;
 pub mod record;
 
 mod legacy;

@@ -331,3 +331,36 @@ fn a_damaged_database_is_refused_with_a_copy_kept() {
         1
     );
 }
+
+#[test]
+fn export_writes_json_lines_of_a_closed_store_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store
+        .put(circuit("a", State::Open, 3))
+        .wait_blocking()
+        .unwrap();
+    store
+        .audit(audit("a", "reset", None))
+        .wait_blocking()
+        .unwrap();
+    let mut out = Vec::new();
+    let err = export::export(dir.path(), export::Tables::All, &mut out).unwrap_err();
+    assert!(err.to_string().contains("running breakerd"), "{err}");
+    store.close().unwrap();
+
+    let done = export::export(dir.path(), export::Tables::All, &mut out).unwrap();
+    assert_eq!((done.circuits, done.audit), (1, 1));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["table"], "circuits");
+    assert_eq!(lines[0]["name"], "a");
+    assert_eq!(lines[1]["table"], "audit");
+    assert_eq!(lines[1]["action"], "reset");
+    let mut audit_only = Vec::new();
+    let done = export::export(dir.path(), export::Tables::Audit, &mut audit_only).unwrap();
+    assert_eq!((done.circuits, done.audit), (0, 1));
+}

@@ -247,3 +247,72 @@ async fn the_policy_version_never_goes_back_after_a_restart() {
     let d = r.set_policy("tuned", &more, "ops", "again").await.unwrap();
     assert_eq!(d.snapshot.policy_version, version + 1);
 }
+
+/// Figures, printed and not asserted on time (a shared machine): how long
+/// restoring a store of many circuits takes, and the latency of an override
+/// write, each waiting for its own commit with fsync. The number of
+/// circuits is `STORE_FIGURES_CIRCUITS` (default 20,000; the issue's
+/// figure is for 100,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_figures() {
+    let n: usize = std::env::var("STORE_FIGURES_CIRCUITS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = crate::store::Store::open(dir.path()).unwrap();
+    let mut last = None;
+    for i in 0..n {
+        last = Some(store.put(crate::store::CircuitRecord {
+            name: format!("fig-{i:06}"),
+            state: State::Open,
+            generation: 1 + i as u64,
+            open_until_ms: Some(u64::MAX / 4),
+            consecutive_trips: 1,
+            admin_policy: None,
+            override_: None,
+            policy_version: 1,
+        }));
+    }
+    last.unwrap().durable().await.unwrap();
+    tokio::task::spawn_blocking(move || store.close().unwrap())
+        .await
+        .unwrap();
+    let dir_path = dir.path().to_owned();
+    let started = std::time::Instant::now();
+    let r =
+        tokio::task::spawn_blocking(move || stored_registry(&dir_path, spec(2, 60_000, 10_000)))
+            .await
+            .unwrap();
+    let load = started.elapsed();
+    assert_eq!(r.len(), n, "every stored circuit restored");
+    let mut writes = Vec::new();
+    for i in 0..200 {
+        let started = std::time::Instant::now();
+        r.set_override(
+            &format!("fig-{i:06}"),
+            OverrideKind::ForcedOpen,
+            "ops",
+            "figure",
+            None,
+        )
+        .await
+        .unwrap();
+        writes.push(started.elapsed());
+    }
+    writes.sort();
+    let size = std::fs::metadata(dir.path().join(crate::store::DB_FILE)).map_or(0, |m| m.len());
+    println!(
+        "store figures ({} build): load of {n} circuits ({:.1} MiB file) {:.0} ms; override write with fsync p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (200 sequential writes)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        size as f64 / (1024.0 * 1024.0),
+        load.as_secs_f64() * 1e3,
+        writes[100].as_secs_f64() * 1e3,
+        writes[197].as_secs_f64() * 1e3,
+        writes[199].as_secs_f64() * 1e3,
+    );
+}
