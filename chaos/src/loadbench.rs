@@ -33,6 +33,7 @@ pub fn record(i: usize, now_unix_ms: u64) -> CircuitRecord {
         consecutive_trips: 0,
         admin_policy: None,
         override_: None,
+        policy_version: 1,
     };
     match i % 4 {
         0 | 1 => {
@@ -81,7 +82,7 @@ pub fn write_store(dir: &Path, n: usize) -> Result<Duration, String> {
         // The writer commits in order: the last ack covers every record.
         ack.wait_blocking().map_err(|e| e.to_string())?;
     }
-    drop(store);
+    store.close().map_err(|e| e.to_string())?;
     Ok(started.elapsed())
 }
 
@@ -126,7 +127,7 @@ impl BenchFigures {
     /// The summary lines.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "\n=== store load benchmark: {} persisted circuits ({:.1} MiB state log, written in {:.2} s) ===\n",
+            "\n=== store load benchmark: {} persisted circuits ({:.1} MiB store file, written in {:.2} s) ===\n",
             self.circuits,
             self.log_bytes as f64 / (1024.0 * 1024.0),
             self.write.as_secs_f64()
@@ -163,7 +164,7 @@ pub async fn run(
     let write = tokio::task::spawn_blocking(move || write_store(&d, n))
         .await
         .map_err(|e| e.to_string())??;
-    let log_bytes = std::fs::metadata(dir.join("state.log")).map_or(0, |m| m.len());
+    let log_bytes = std::fs::metadata(dir.join("breakerd.redb")).map_or(0, |m| m.len());
     let mut out = BenchFigures {
         circuits: n,
         write,

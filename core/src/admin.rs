@@ -1,7 +1,8 @@
 //! Admin changes: per-circuit policies and overrides, reset and delete.
 //! Each is checked (who and why), audited with the circuit's durable state
 //! before and after, and published like any other change; and the wait for
-//! durability that acknowledges them.
+//! durability that acknowledges them (undoing a change that did not become
+//! durable).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::error::CoreError;
 use crate::name::validate_circuit_name;
 use crate::registry::{Registry, now};
 use crate::resolver::merge_spec;
+use crate::rollback::Undo;
 use crate::store::{AuditRecord, CircuitRecord, Clocks};
 use crate::types::{CircuitDetail, MAX_ACTOR_LEN, MAX_REASON_LEN};
 
@@ -57,31 +59,59 @@ impl<'a> Change<'a> {
 
 impl Registry {
     /// Waits until every change made so far is durable (a no-op without a
-    /// store). Changes are acknowledged through
-    /// `acknowledge`, which waits with this; shutdown
-    /// calls it so that transitions queued since reach the disk.
+    /// store). Shutdown calls it so that transitions queued since reach
+    /// the disk.
     pub async fn durable(&self) -> Result<(), CoreError> {
+        self.durable_since(self.mark()).await
+    }
+
+    /// A position in the stream of changes queued for the store: see
+    /// [`DurableState::mark`](crate::durable::DurableState::mark).
+    pub(crate) fn mark(&self) -> u64 {
+        self.durable_state.as_ref().map_or(0, |d| d.mark())
+    }
+
+    /// Waits until every change made so far is durable; fails if anything
+    /// queued since `mark` was not made durable.
+    pub(crate) async fn durable_since(&self, mark: u64) -> Result<(), CoreError> {
         match &self.durable_state {
             Some(durable) => durable
-                .flush()
+                .flush(mark)
                 .await
                 .map_err(|e| CoreError::Storage(e.to_string())),
             None => Ok(()),
         }
     }
 
-    /// `change`, once it would survive a crash: waits until every change
-    /// made so far (this one included) is durable. The one wait for
-    /// durability on behalf of callers: every admin change is answered
-    /// through it, and a report batch that moved a circuit (e.g. tripped it
-    /// open), so that nothing acknowledged is lost. A failed wait is
-    /// [`CoreError::Storage`]: the change is in force but may not survive.
+    /// `change` (queued after `mark`), once it would survive a crash. A
+    /// report batch that moved a circuit is answered through it. A failed
+    /// wait is [`CoreError::Storage`]: the trip is in force in memory and
+    /// is written again with the next commit.
     pub(crate) async fn acknowledge<T, E: From<CoreError>>(
         &self,
+        mark: u64,
         change: Result<T, E>,
     ) -> Result<T, E> {
         let value = change?;
-        self.durable().await?;
+        self.durable_since(mark).await?;
+        Ok(value)
+    }
+
+    /// An admin `change` (queued after `mark`), once it would survive a
+    /// crash: the one wait for durability every admin change is answered
+    /// through. When it is not durable, the change is undone before the
+    /// caller hears [`CoreError::Storage`], so a refused change is never in
+    /// effect (see `rollback.rs`).
+    async fn acknowledge_admin<T, E: From<CoreError>>(
+        &self,
+        mark: u64,
+        change: Result<(T, Undo), E>,
+    ) -> Result<T, E> {
+        let (value, undo) = change?;
+        if let Err(e) = self.durable_since(mark).await {
+            self.undo(undo);
+            return Err(e.into());
+        }
         Ok(value)
     }
 
@@ -113,8 +143,9 @@ impl Registry {
         reason: &str,
         admission: &A,
     ) -> Result<CircuitDetail, Refused<A::Refusal>> {
-        self.acknowledge(self.apply_set_policy(name, spec, actor, reason, admission))
-            .await
+        let mark = self.mark();
+        let change = self.apply_set_policy(name, spec, actor, reason, admission);
+        self.acknowledge_admin(mark, change).await
     }
 
     /// Sets an operator override on `name` (creating the circuit), lapsing
@@ -146,8 +177,9 @@ impl Registry {
         expires_in: Option<Duration>,
         admission: &A,
     ) -> Result<CircuitDetail, Refused<A::Refusal>> {
+        let mark = self.mark();
         let change = self.apply_set_override(name, kind, actor, reason, expires_in, admission);
-        self.acknowledge(change).await
+        self.acknowledge_admin(mark, change).await
     }
 
     /// Removes the operator override of `name`, if any (a no-op when there
@@ -160,8 +192,9 @@ impl Registry {
         actor: &str,
         reason: &str,
     ) -> Result<CircuitDetail, CoreError> {
-        self.acknowledge(self.apply_clear_override(name, actor, reason))
-            .await
+        let mark = self.mark();
+        let change = self.apply_clear_override(name, actor, reason);
+        self.acknowledge_admin(mark, change).await
     }
 
     /// Puts `name` back to closed with fresh counters under a new
@@ -174,8 +207,9 @@ impl Registry {
         actor: &str,
         reason: &str,
     ) -> Result<CircuitDetail, CoreError> {
-        self.acknowledge(self.apply_reset(name, actor, reason))
-            .await
+        let mark = self.mark();
+        let change = self.apply_reset(name, actor, reason);
+        self.acknowledge_admin(mark, change).await
     }
 
     /// Forgets `name`, its override and its admin policy. Watchers receive a
@@ -183,8 +217,9 @@ impl Registry {
     ///
     /// Answered once the change is durable.
     pub async fn delete(&self, name: &str, actor: &str, reason: &str) -> Result<(), CoreError> {
-        self.acknowledge(self.apply_delete(name, actor, reason))
-            .await
+        let mark = self.mark();
+        let change = self.apply_delete(name, actor, reason);
+        self.acknowledge_admin(mark, change).await
     }
 }
 
@@ -235,7 +270,7 @@ impl Registry {
         actor: &str,
         reason: &str,
         admission: &A,
-    ) -> Result<CircuitDetail, Refused<A::Refusal>> {
+    ) -> Result<(CircuitDetail, Undo), Refused<A::Refusal>> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let base = self.resolver.resolve_shared(name);
@@ -252,12 +287,13 @@ impl Registry {
             inner.set_admin_spec(merged);
             inner.breaker.set_policy(policy, now);
             let after = record_of(&circuit.name, inner, now);
+            let undo = Undo::new(before.clone(), Some(after.clone()));
             self.audit(
                 Change::new(actor, "set_policy", reason, &circuit.name),
                 Some(before),
                 Some(after),
             );
-            Ok(self.detail_of(circuit, inner, now))
+            Ok((self.detail_of(circuit, inner, now), undo))
         })
     }
 
@@ -271,7 +307,7 @@ impl Registry {
         reason: &str,
         expires_in: Option<Duration>,
         admission: &A,
-    ) -> Result<CircuitDetail, Refused<A::Refusal>> {
+    ) -> Result<(CircuitDetail, Undo), Refused<A::Refusal>> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let now = now();
@@ -298,12 +334,13 @@ impl Registry {
                 now,
             );
             let after = record_of(&circuit.name, inner, now);
+            let undo = Undo::new(before.clone(), Some(after.clone()));
             self.audit(
                 Change::new(actor, "set_override", reason, &circuit.name),
                 Some(before),
                 Some(after),
             );
-            Ok(self.detail_of(circuit, inner, now))
+            Ok((self.detail_of(circuit, inner, now), undo))
         })
     }
 
@@ -314,7 +351,7 @@ impl Registry {
         name: &str,
         actor: &str,
         reason: &str,
-    ) -> Result<CircuitDetail, CoreError> {
+    ) -> Result<(CircuitDetail, Undo), CoreError> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let now = now();
@@ -322,12 +359,13 @@ impl Registry {
             let before = record_of(&circuit.name, inner, now);
             inner.breaker.clear_override(now);
             let after = record_of(&circuit.name, inner, now);
+            let undo = Undo::new(before.clone(), Some(after.clone()));
             self.audit(
                 Change::new(actor, "clear_override", reason, &circuit.name),
                 Some(before),
                 Some(after),
             );
-            Ok(self.detail_of(circuit, inner, now))
+            Ok((self.detail_of(circuit, inner, now), undo))
         })
     }
 
@@ -338,7 +376,7 @@ impl Registry {
         name: &str,
         actor: &str,
         reason: &str,
-    ) -> Result<CircuitDetail, CoreError> {
+    ) -> Result<(CircuitDetail, Undo), CoreError> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let now = now();
@@ -346,18 +384,19 @@ impl Registry {
             let before = record_of(&circuit.name, inner, now);
             inner.breaker.reset(now);
             let after = record_of(&circuit.name, inner, now);
+            let undo = Undo::new(before.clone(), Some(after.clone()));
             self.audit(
                 Change::new(actor, "reset", reason, &circuit.name),
                 Some(before),
                 Some(after),
             );
-            Ok(self.detail_of(circuit, inner, now))
+            Ok((self.detail_of(circuit, inner, now), undo))
         })
     }
 
     /// The change of [`delete`](Self::delete), made and queued for the
     /// store, not waiting for it to be durable.
-    fn apply_delete(&self, name: &str, actor: &str, reason: &str) -> Result<(), CoreError> {
+    fn apply_delete(&self, name: &str, actor: &str, reason: &str) -> Result<((), Undo), CoreError> {
         validate_circuit_name(name)?;
         check_audit(actor, reason)?;
         let now = now();
@@ -374,13 +413,14 @@ impl Registry {
             if let Some(durable) = &self.durable_state {
                 durable.forget(&circuit.name);
             }
+            let undo = Undo::new(before.clone(), None);
             self.audit(
                 Change::new(actor, "delete", reason, &circuit.name),
                 Some(before),
                 None,
             );
             self.publish(Arc::new(snapshot_of(&circuit.name, &inner, now)));
-            return Ok(());
+            return Ok(((), undo));
         }
     }
 }

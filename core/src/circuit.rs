@@ -71,6 +71,16 @@ impl CircuitInner {
         self.extra.get_or_insert_with(Box::default).admin_spec = Some(spec);
     }
 
+    /// Drops the admin policy (undoing a refused change).
+    pub(crate) fn clear_admin_spec(&mut self) {
+        if let Some(extra) = &mut self.extra {
+            extra.admin_spec = None;
+            if extra.scheduled.is_none() {
+                self.extra = None;
+            }
+        }
+    }
+
     pub(crate) fn scheduled(&self) -> Option<Instant> {
         self.extra.as_ref().and_then(|e| e.scheduled)
     }
@@ -176,10 +186,12 @@ pub(crate) fn snapshot_of(name: &str, inner: &CircuitInner, now: Instant) -> Cir
 
 /// The durable state of a circuit, as the store keeps it.
 pub(crate) fn record_of(name: &str, inner: &CircuitInner, now: Instant) -> CircuitRecord {
-    CircuitRecord::from_persisted(
+    let mut record = CircuitRecord::from_persisted(
         name,
         &inner.breaker.persisted(),
         inner.admin_spec().cloned(),
         Clocks::at(now),
-    )
+    );
+    record.policy_version = inner.breaker.policy_version();
+    record
 }

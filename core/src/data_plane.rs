@@ -69,11 +69,12 @@ impl Registry {
         node: &str,
         outcomes: &[OutcomeIn],
     ) -> Result<ReportSummary, CoreError> {
+        let mark = self.mark();
         let summary = self.apply_report(node, outcomes)?;
         if summary.transitions == 0 {
             return Ok(summary);
         }
-        self.acknowledge(Ok(summary)).await
+        self.acknowledge(mark, Ok(summary)).await
     }
 
     /// The batch of [`report`](Self::report), applied and queued for the

@@ -10,7 +10,8 @@
 //! Writes only queue: the registry makes them with a circuit locked, on
 //! the hot path of a transition. It waits, with [`DurableState::flush`],
 //! only where a caller must not be answered before its change would
-//! survive (see `admin.rs`).
+//! survive (see `admin.rs`); a change whose flush fails is undone
+//! (`rollback.rs`), so what is in effect is what was acknowledged.
 
 use std::fmt;
 use std::future::Future;
@@ -33,9 +34,16 @@ pub trait DurableState: fmt::Debug + Send + Sync {
     /// Queues the audit record of an admin change. Never blocks.
     fn audit(&self, record: AuditRecord);
 
+    /// A position in the stream of queued changes: what is queued from now
+    /// on is covered by a [`flush`](Self::flush) since it.
+    fn mark(&self) -> u64;
+
     /// Completes once everything queued before the call is durable, or
-    /// with the reason it cannot be.
-    fn flush(&self) -> Flush<'_>;
+    /// with the reason it cannot be. Fails as well if anything queued since
+    /// `mark` was not made durable (a failed commit is never retried for a
+    /// change someone waits on: that change is refused, and the registry
+    /// undoes it).
+    fn flush(&self, mark: u64) -> Flush<'_>;
 
     /// The newest `limit` audit records, newest first, optionally only
     /// those of one circuit.
@@ -61,8 +69,12 @@ impl DurableState for Store {
         drop(Store::audit(self, record));
     }
 
-    fn flush(&self) -> Flush<'_> {
-        Box::pin(Store::flush(self))
+    fn mark(&self) -> u64 {
+        Store::mark(self)
+    }
+
+    fn flush(&self, mark: u64) -> Flush<'_> {
+        Box::pin(Store::flush_since(self, mark))
     }
 
     fn read_audit(

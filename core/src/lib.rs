@@ -55,6 +55,7 @@ mod name;
 mod query;
 mod registry;
 mod resolver;
+mod rollback;
 mod stats;
 mod table;
 mod types;

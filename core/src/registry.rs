@@ -92,40 +92,10 @@ impl Registry {
         let clocks = Clocks::now();
         let now = clocks.mono;
         for record in loaded.circuits {
-            if let Some(problem) = name::name_problem(&record.name) {
-                tracing::error!(circuit = %record.name, %problem, "store holds an invalid circuit name; skipped");
+            let Some((circuit, capped)) = registry.circuit_from_record(&record, clocks, floor)
+            else {
                 continue;
-            }
-            let configured = registry.resolver.resolve_shared(&record.name);
-            let (policy, admin_spec) = match &record.admin_policy {
-                None => (configured, None),
-                Some(spec) => match configured.apply(spec) {
-                    Ok(p) => (Arc::new(p), Some(spec.clone())),
-                    Err(e) => {
-                        tracing::error!(circuit = %record.name, error = %e, "stored admin policy no longer valid over the configured policy; using the configured policy");
-                        (configured, None)
-                    }
-                },
             };
-            let mut saved = record.to_persisted(clocks);
-            saved.generation = saved.generation.max(floor);
-            // Deadlines are stored in wall-clock time: one written while
-            // the wall clock ran ahead lies far in the future. It is capped
-            // at what this policy could set now (`Breaker::restore` applies
-            // the same cap; here it is reported).
-            let capped = saved.cap_deadlines(&policy, now);
-            if let Some(ahead) = capped.open_until {
-                tracing::warn!(circuit = %record.name, stored_ahead_ms = ahead.as_millis() as u64, cap_ms = policy.longest_open().as_millis() as u64, "stored open deadline lies beyond the policy's longest open time (did the wall clock run ahead?); capped");
-            }
-            if let Some(ahead) = capped.override_expiry {
-                tracing::warn!(circuit = %record.name, stored_ahead_ms = ahead.as_millis() as u64, cap_ms = MAX_OVERRIDE_TTL.as_millis() as u64, "stored override expiry lies beyond the override horizon (did the wall clock run ahead?); capped");
-            }
-            let breaker = Breaker::restore(policy, NodeId::from_name(&record.name).0, saved, now);
-            let circuit = Arc::new(Circuit {
-                name: CircuitName::new(&record.name),
-                inner: Mutex::new(CircuitInner::new(breaker, admin_spec)),
-                last_used: AtomicU64::new(0),
-            });
             // What restoring changed is mostly not written back: a deadline
             // that passed and the new generation floor are derived again the
             // same way on the next start, and later changes are persisted as
@@ -133,7 +103,7 @@ impl Registry {
             // from this start, so restarts in a row must not each grant a
             // fresh longest open time to a deadline from the far future.
             let mut inner = circuit.inner.lock();
-            if !capped.is_empty() {
+            if capped {
                 registry.persist(&circuit, &inner, now);
             }
             registry.schedule(&circuit, &mut inner, now);
@@ -149,6 +119,72 @@ impl Registry {
             "state restored"
         );
         Arc::new(registry)
+    }
+
+    /// A circuit rebuilt from its durable `record` (its admin policy over
+    /// the configured one, deadlines moved onto `clocks`, its generation at
+    /// least `floor`, its policy version kept); `None` for an invalid name.
+    pub(crate) fn circuit_from_record(
+        &self,
+        record: &crate::store::CircuitRecord,
+        clocks: Clocks,
+        floor: Generation,
+    ) -> Option<(Arc<Circuit>, bool)> {
+        if let Some(problem) = name::name_problem(&record.name) {
+            tracing::error!(circuit = %record.name, %problem, "store holds an invalid circuit name; skipped");
+            return None;
+        }
+        let (policy, admin_spec, changed) = self.policy_of(record);
+        let mut saved = record.to_persisted(clocks);
+        saved.generation = saved.generation.max(floor);
+        // Deadlines are stored in wall-clock time: one written while the
+        // wall clock ran ahead lies far in the future. It is capped at what
+        // this policy could set now (`Breaker::restore` applies the same
+        // cap; here it is reported).
+        let capped = saved.cap_deadlines(&policy, clocks.mono);
+        if let Some(ahead) = capped.open_until {
+            tracing::warn!(circuit = %record.name, stored_ahead_ms = ahead.as_millis() as u64, cap_ms = policy.longest_open().as_millis() as u64, "stored open deadline lies beyond the policy's longest open time (did the wall clock run ahead?); capped");
+        }
+        if let Some(ahead) = capped.override_expiry {
+            tracing::warn!(circuit = %record.name, stored_ahead_ms = ahead.as_millis() as u64, cap_ms = MAX_OVERRIDE_TTL.as_millis() as u64, "stored override expiry lies beyond the override horizon (did the wall clock run ahead?); capped");
+        }
+        let mut breaker = Breaker::restore(
+            policy,
+            NodeId::from_name(&record.name).0,
+            saved,
+            clocks.mono,
+        );
+        breaker.raise_policy_version(record.policy_version + u64::from(changed));
+        let circuit = Arc::new(Circuit {
+            name: CircuitName::new(&record.name),
+            inner: Mutex::new(CircuitInner::new(breaker, admin_spec)),
+            last_used: AtomicU64::new(0),
+        });
+        Some((circuit, !capped.is_empty()))
+    }
+
+    /// The policy a stored record runs with: its admin policy over the
+    /// configured one, or the configured one when that is no longer valid
+    /// (then `true`: the policy changed).
+    pub(crate) fn policy_of(
+        &self,
+        record: &crate::store::CircuitRecord,
+    ) -> (
+        Arc<breakerd_policy::Policy>,
+        Option<breakerd_policy::PolicySpec>,
+        bool,
+    ) {
+        let configured = self.resolver.resolve_shared(&record.name);
+        match &record.admin_policy {
+            None => (configured, None, false),
+            Some(spec) => match configured.apply(spec) {
+                Ok(p) => (Arc::new(p), Some(spec.clone()), false),
+                Err(e) => {
+                    tracing::error!(circuit = %record.name, error = %e, "stored admin policy no longer valid over the configured policy; using the configured policy");
+                    (configured, None, true)
+                }
+            },
+        }
     }
 
     pub(crate) fn build(

@@ -119,6 +119,32 @@ pub enum Command {
     Reset(ChangeArgs),
     /// Forget a circuit, its override and its admin policy.
     Delete(ChangeArgs),
+    /// Offline: print a stopped coordinator's store as JSON lines for jq
+    /// (circuit records, then audit records oldest first; each line has
+    /// "table": "circuits" or "audit"). Reads the directory read-only and
+    /// refuses a store a running breakerd holds. Connects to nothing.
+    #[command(
+        after_help = "Examples:\n  breakerctl export-store --data-dir /var/lib/breakerd | jq -c 'select(.table == \"circuits\" and .override_ != null)'\n  breakerctl export-store --data-dir /var/lib/breakerd --tables audit | jq -r '[.seq, .actor, .action, .circuit] | @tsv'"
+    )]
+    ExportStore {
+        /// The coordinator's store directory (`store.path`, e.g. /var/lib/breakerd).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Which records to print.
+        #[arg(long, value_enum, default_value = "all")]
+        tables: ExportTables,
+    },
+}
+
+/// `--tables` of `export-store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportTables {
+    /// Circuit records (overrides, admin policies, open circuits).
+    State,
+    /// Audit records.
+    Audit,
+    /// Both, circuits first.
+    All,
 }
 
 /// The circuit an admin change is about, and why it is made.

@@ -30,6 +30,9 @@ const WATCH_NODE_ID: &str = "breakerctl";
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
+    if let Command::ExportStore { data_dir, tables } = &cli.command {
+        return export_store(data_dir, *tables);
+    }
     // Check everything local before touching the network.
     let policy = match &cli.command {
         Command::SetPolicy { settings, .. } => {
@@ -154,6 +157,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 print(&format!("{}: deleted\n", resp.name))
             }
         }
+        Command::ExportStore { data_dir, tables } => export_store(&data_dir, tables),
     }
 }
 
@@ -465,6 +469,26 @@ impl Ctl {
                 Err(status) => return Err(CtlError::from_status(&self.endpoint, status)),
             }
         }
+    }
+}
+
+/// `export-store`: the store of a stopped coordinator as JSON lines on
+/// stdout, read through breakerd-core's read-only exporter.
+fn export_store(dir: &std::path::Path, tables: crate::cli::ExportTables) -> Result<(), CtlError> {
+    use breakerd_core::store::{StoreError, export};
+    let tables = match tables {
+        crate::cli::ExportTables::State => export::Tables::State,
+        crate::cli::ExportTables::Audit => export::Tables::Audit,
+        crate::cli::ExportTables::All => export::Tables::All,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match export::export(dir, tables, &mut out) {
+        Ok(_) => Ok(()),
+        Err(StoreError::Io { path, source }) if path.as_os_str() == "<output>" => {
+            Err(CtlError::Output(source))
+        }
+        Err(e) => Err(CtlError::Store(e.to_string())),
     }
 }
 

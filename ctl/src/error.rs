@@ -49,6 +49,9 @@ pub enum CtlError {
     /// A command-line value that clap could not check on its own.
     #[error("{0}")]
     Usage(String),
+    /// The store could not be read (`export-store`).
+    #[error("{0}")]
+    Store(String),
     /// Writing to stdout failed (a closed pipe is handled apart).
     #[error("cannot write output: {0}")]
     Output(#[source] io::Error),
@@ -58,7 +61,7 @@ impl CtlError {
     /// The process exit code for this error (see the module table).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CtlError::Status { .. } | CtlError::Output(_) => 1,
+            CtlError::Status { .. } | CtlError::Output(_) | CtlError::Store(_) => 1,
             CtlError::Usage(_) => 2,
             CtlError::Unreachable { .. }
             | CtlError::Timeout { .. }

@@ -2,7 +2,9 @@
 //!
 //! It speaks only the public `breakerd.v1` API (the Admin service, and the
 //! Breaker service's Watch stream), so it works against any coordinator
-//! that serves the proto, and needs nothing from the server's code.
+//! that serves the proto. The one exception is `export-store`, which reads
+//! a stopped coordinator's store directory read-only through
+//! breakerd-core's exporter and connects to nothing.
 //!
 //! ```text
 //! breakerctl list --state open
@@ -10,6 +12,7 @@
 //! breakerctl force-open payments --reason "provider outage" --expires 30m
 //! breakerctl set-policy payments --reason "noisy" consecutive_failures=10 open_base_ms=30s
 //! breakerctl watch payments --json
+//! breakerctl export-store --data-dir /var/lib/breakerd | jq .
 //! ```
 
 #![forbid(unsafe_code)]

@@ -591,6 +591,15 @@ impl Breaker {
         self.cold_mut().policy_version += 1;
     }
 
+    /// Raises the policy version to at least `version`: a restored breaker
+    /// continues from its saved version, so versions never go back across
+    /// a restart.
+    pub fn raise_policy_version(&mut self, version: u64) {
+        if version > self.policy_version() {
+            self.cold_mut().policy_version = version;
+        }
+    }
+
     /// Sets an operator override (replacing any other) under a new
     /// generation. Forced open holds the circuit open with no deadline;
     /// forced closed closes it with fresh counters; disabled lets the

@@ -158,16 +158,28 @@ async fn acknowledged_changes_and_open_circuits_survive_a_crash() {
 }
 
 #[tokio::test]
-async fn a_damaged_store_keeps_its_valid_records() {
+async fn an_old_format_store_is_imported_once_with_its_valid_records() {
+    use breakerd_core::store::record::{Record, encode};
+    use breakerd_core::store::{CircuitRecord, generation_floor};
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(store_config(dir.path())).await;
-    trip(&server, "kept").await;
-    server.stop().await.unwrap();
-    // A torn write at the end of the log.
-    let log = dir.path().join("state.log");
-    let mut bytes = std::fs::read(&log).unwrap();
-    bytes.extend_from_slice(b"0badc0de {\"circuit\":{\"na");
-    std::fs::write(&log, &bytes).unwrap();
+    let open = |name: &str, generation: u64| CircuitRecord {
+        name: name.into(),
+        state: breakerd_policy::State::Open,
+        generation,
+        open_until_ms: Some(u64::MAX / 2),
+        consecutive_trips: 1,
+        admin_policy: None,
+        override_: None,
+        policy_version: 1,
+    };
+    let mut log = encode(&Record::Epoch(3));
+    log.push_str(&encode(&Record::Circuit(open(
+        "kept",
+        generation_floor(3) + 5,
+    ))));
+    // A torn write at the end of the old log.
+    log.push_str("0badc0de {\"circuit\":{\"na");
+    std::fs::write(dir.path().join("state.log"), &log).unwrap();
 
     let server = TestServer::start_with(store_config(dir.path())).await;
     let kept = server
@@ -177,19 +189,43 @@ async fn a_damaged_store_keeps_its_valid_records() {
         })
         .await
         .unwrap()
-        .into_inner();
-    assert_eq!(kept.snapshot.unwrap().state(), pb::CircuitState::Open);
-    let backups: Vec<_> = std::fs::read_dir(dir.path())
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(kept.state(), pb::CircuitState::Open);
+    assert!(
+        kept.generation > generation_floor(3) + 5,
+        "{}",
+        kept.generation
+    );
+    server.stop().await.unwrap();
+    assert!(!dir.path().join("state.log").exists(), "moved aside");
+    let imported: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("state.log.corrupt-")
-        })
+        .filter(|e| e.file_name().to_string_lossy().starts_with("imported-"))
         .collect();
-    assert_eq!(backups.len(), 1, "the damaged file is kept aside");
-    assert_eq!(std::fs::read(backups[0].path()).unwrap(), bytes);
+    assert_eq!(imported.len(), 1, "the old files are kept, once");
+    assert_eq!(
+        std::fs::read_to_string(imported[0].path().join("state.log")).unwrap(),
+        log,
+        "kept as they were"
+    );
+
+    // The next start reads the database only.
+    let server = TestServer::start_with(store_config(dir.path())).await;
+    let again = server
+        .admin()
+        .get_circuit(pb::GetCircuitRequest {
+            name: "kept".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(again.state(), pb::CircuitState::Open);
+    assert!(again.generation > kept.generation, "the epoch moved on");
     server.stop().await.unwrap();
 }
 

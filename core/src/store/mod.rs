@@ -1,48 +1,65 @@
-//! The embedded store: what must survive a crash (`kill -9`) and restart.
+//! The embedded store: what must survive a crash (`kill -9`), a full disk
+//! and a restart.
 //!
-//! One directory holds two files:
-//! - `state.log`: an append-only log of checksummed [`Record`] lines — the
-//!   durable state of every circuit that has any (override, admin policy,
-//!   open or half-open state) plus one epoch line per coordinator run. It is
-//!   compacted (rewritten to the live records, then atomically renamed)
-//!   when it grows well past them.
-//! - `audit.jsonl`: one JSON line per admin change (who, what, why, when,
-//!   before and after), rotated once it passes a size limit.
+//! One redb database (`breakerd.redb`, embedded, ACID, checksummed pages)
+//! holds three tables:
+//! - `circuits`: name → JSON [`CircuitRecord`], the durable state of every
+//!   circuit that has any (override, admin policy, open or half-open
+//!   state);
+//! - `audit`: sequence → JSON [`AuditRecord`], one per admin change, the
+//!   oldest dropped past [`AUDIT_MAX_RECORDS`];
+//! - `meta`: the run epoch and whether the old format was imported.
 //!
-//! Why a log of our own and not an embedded database: the records are few
-//! and small, writes are rare (admin changes and transitions, not calls),
-//! and recovery must *keep what is valid* of a damaged file and set the bad
-//! copy aside — a line format with a checksum per record does exactly that
-//! and stays readable with `tail` and `jq`.
+//! Beside it, the file `epoch` repeats the latest run epoch, so that a
+//! missing or damaged database is noticed and the epoch never repeats (see
+//! `open.rs`). An old-format directory (`state.log`, `audit.jsonl`) is
+//! imported once at start (`legacy.rs`).
 //!
-//! Writes go through one writer thread that group-commits: every record
-//! queued while it was busy is written and made durable (`fsync`) together,
-//! and every writer waiting on an [`Ack`] is released after that `fsync`.
+//! Writes go through one writer thread that group-commits: every change
+//! queued while it was busy is one write transaction, committed with
+//! `Durability::Immediate` (and two-phase commit, so a damaged latest
+//! commit is reported, never silently rolled back), and every waiter is
+//! released only after that commit returned (`writer.rs`). A failed commit
+//! changes nothing on disk; the writer reopens the database for the next
+//! group, so the store recovers by itself once space returns.
 
+pub mod export;
 pub mod record;
 
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
-use std::thread;
+mod legacy;
+mod open;
+mod writer;
 
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use parking_lot::{Mutex, RwLock};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub use record::{CircuitRecord, Clocks, OverrideRecord, Record, generation_floor};
 
-const STATE_FILE: &str = "state.log";
-const AUDIT_FILE: &str = "audit.jsonl";
-/// The audit log is rotated (one older file kept) past this size.
-const AUDIT_ROTATE_BYTES: u64 = 64 * 1024 * 1024;
-/// Compaction never runs below this log size.
-const COMPACT_MIN_BYTES: u64 = 1024 * 1024;
-/// Most records written in one group commit.
-const MAX_BATCH: usize = 4096;
+/// The database file in the store directory.
+pub const DB_FILE: &str = "breakerd.redb";
+/// The file beside it that repeats the latest run epoch.
+pub const EPOCH_FILE: &str = "epoch";
+/// Created by an operator to start with an empty store on purpose when the
+/// database is missing or damaged (removed once the store is created).
+pub const START_EMPTY_FILE: &str = "START-EMPTY";
+/// The audit table keeps at most this many records (the oldest go first).
+pub const AUDIT_MAX_RECORDS: u64 = if cfg!(test) { 64 } else { 100_000 };
 
-/// One admin change, as written to `audit.jsonl` and read back by the admin
+pub(crate) const CIRCUITS: TableDefinition<&str, &[u8]> = TableDefinition::new("circuits");
+pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const META_EPOCH: &str = "epoch";
+pub(crate) const META_IMPORTED: &str = "legacy_imported";
+
+/// One admin change, as kept in the audit table and read back by the admin
 /// API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -76,43 +93,115 @@ pub enum StoreError {
         /// What the OS said.
         source: io::Error,
     },
+    /// The database refused an operation (I/O below it, or a lock).
+    #[error("store {path}: {what}")]
+    Db {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        what: String,
+    },
+    /// The database file is damaged beyond what redb repairs by itself.
+    #[error(
+        "store {path} is damaged ({reason}); a copy is at {copy}; restore a backup, or create {dir}/{START_EMPTY_FILE} to start with an empty store (run epochs still continue above the last one)",
+        dir = path.parent().unwrap_or(Path::new(".")).display()
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// Where the damaged file was copied.
+        copy: PathBuf,
+        /// What redb found.
+        reason: String,
+    },
+    /// The state is missing where this directory shows there was some.
+    #[error("store {path}: {reason}")]
+    Missing {
+        /// The missing (or empty) file.
+        path: PathBuf,
+        /// Why that is an error and what to do.
+        reason: String,
+    },
     /// The writer thread is gone (the store was closed or it failed).
     #[error("store writer has stopped")]
     Closed,
-    /// A write was not made durable.
+    /// A write was not made durable (and is not in effect).
     #[error("store write failed: {0}")]
     Write(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
-/// What recovery did with a damaged state log.
+pub(crate) fn db_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> StoreError + '_ {
+    move |e| StoreError::Db {
+        path: path.to_owned(),
+        what: e.to_string(),
+    }
+}
+
+/// Makes a directory's entries (a rename, a new file) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// What start-up recovered from a damaged old-format state log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
+    /// The damaged file.
+    pub path: PathBuf,
     /// Records read before the damage.
     pub valid_records: usize,
     /// Byte offset of the first bad record.
     pub bad_offset: u64,
     /// What was wrong with it.
     pub reason: String,
-    /// Where the damaged file was copied before the log was rewritten.
+    /// Where the damaged file is kept.
     pub backup: PathBuf,
+}
+
+/// What start-up imported from an old-format directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// Circuits imported.
+    pub circuits: usize,
+    /// Audit records imported.
+    pub audit: usize,
+    /// Audit lines that could not be read and were skipped.
+    pub audit_skipped: usize,
+    /// Where the old files were moved.
+    pub moved_to: PathBuf,
 }
 
 /// What [`Store::open`] found.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    /// This run's epoch (one more than the last run's), already durable.
+    /// This run's epoch (above every earlier run's), already durable.
     pub epoch: u64,
     /// The durable state of every circuit that has some.
     pub circuits: Vec<CircuitRecord>,
-    /// Set when the log was damaged and had to be cut back.
+    /// Set when an imported old-format log was damaged.
     pub recovery: Option<Recovery>,
+    /// Set when an old-format directory was imported.
+    pub imported: Option<Imported>,
+}
+
+impl Loaded {
+    /// What an empty store loads (for stores behind the seam in tests).
+    pub fn empty(epoch: u64) -> Self {
+        Self {
+            epoch,
+            circuits: Vec::new(),
+            recovery: None,
+            imported: None,
+        }
+    }
 }
 
 /// Released once a write is durable (or failed).
@@ -140,82 +229,50 @@ impl Ack {
 }
 
 #[allow(clippy::large_enum_variant)] // See `Record`.
-enum Entry {
+pub(crate) enum Entry {
     State(Record),
     Audit(AuditRecord),
 }
 
-struct WriteReq {
+pub(crate) struct WriteReq {
+    /// Order of this request among all sent.
+    seq: u64,
     entries: Vec<Entry>,
-    ack: Option<oneshot::Sender<Result<(), String>>>,
+    /// Close the database after this request (see [`Store::close`]).
+    close: bool,
+    /// Answered once committed: Ok only if nothing sent from `since` up to
+    /// this request failed.
+    reply: Option<(u64, oneshot::Sender<Result<(), String>>)>,
 }
+
+/// The database, shared by the writer (which replaces it after a failed
+/// commit) and readers.
+pub(crate) type SharedDb = Arc<RwLock<Option<Arc<Database>>>>;
 
 /// A handle on the store's writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
-    tx: std_mpsc::Sender<WriteReq>,
+    path: PathBuf,
+    /// Sequence numbers are taken and sent under one lock, so the writer
+    /// sees them in order.
+    tx: Arc<Mutex<(u64, std_mpsc::Sender<WriteReq>)>>,
+    db: SharedDb,
+}
+
+impl std::fmt::Debug for WriteReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteReq").field("seq", &self.seq).finish()
+    }
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`: reads and checks the
-    /// state log, sets aside and cuts back a damaged one, starts a new
-    /// epoch durably, and starts the writer thread.
+    /// Opens (creating if needed) the store in `dir`: checks the database,
+    /// imports an old-format directory once, refuses a missing or damaged
+    /// store (keeping a copy), starts a new epoch durably, and starts the
+    /// writer thread.
     pub fn open(dir: &Path) -> Result<(Store, Loaded), StoreError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let path = dir.join(STATE_FILE);
-        let scan = scan(&path)?;
-        let recovery = match &scan.damage {
-            None => None,
-            Some((offset, reason)) => {
-                let backup = dir.join(format!(
-                    "{STATE_FILE}.corrupt-{}",
-                    Clocks::at(std::time::Instant::now()).unix_ms
-                ));
-                fs::copy(&path, &backup).map_err(io_err(&backup))?;
-                tracing::error!(
-                    path = %path.display(),
-                    backup = %backup.display(),
-                    valid_records = scan.valid_records,
-                    bad_offset = offset,
-                    reason = %reason,
-                    "state log damaged: keeping the valid records before the damage; the damaged file was copied aside"
-                );
-                Some(Recovery {
-                    valid_records: scan.valid_records,
-                    bad_offset: *offset,
-                    reason: reason.clone(),
-                    backup,
-                })
-            }
-        };
-        let epoch = scan.epoch + 1;
-        let lines = scan
-            .live
-            .values()
-            .map(|c| (c.name.clone(), record::encode(&Record::Circuit(c.clone()))))
-            .collect();
-        // Rewriting the log compacts it and, after damage, drops the tail.
-        let log = StateLog::rewrite(&path, epoch, lines)?;
-        let circuits: Vec<CircuitRecord> = scan.live.into_values().collect();
-        let audit = AuditLog::open(&dir.join(AUDIT_FILE))?;
-        let (tx, rx) = std_mpsc::channel();
-        thread::Builder::new()
-            .name("breakerd-store".into())
-            .spawn(move || writer(rx, log, audit))
-            .map_err(io_err(dir))?;
-        tracing::info!(dir = %dir.display(), epoch, circuits = circuits.len(), "store loaded");
-        Ok((
-            Store {
-                dir: dir.to_owned(),
-                tx,
-            },
-            Loaded {
-                epoch,
-                circuits,
-                recovery,
-            },
-        ))
+        open::open(dir)
     }
 
     /// The store's directory.
@@ -223,12 +280,33 @@ impl Store {
         &self.dir
     }
 
-    fn send(&self, entries: Vec<Entry>) -> Ack {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sequence number the next request will get: a flush
+    /// [`since`](Self::flush_since) it fails if anything sent from now on,
+    /// up to the flush, was not made durable.
+    pub fn mark(&self) -> u64 {
+        self.tx.lock().0
+    }
+
+    fn send(&self, entries: Vec<Entry>, since: Option<u64>) -> Ack {
+        self.send_req(entries, since, false)
+    }
+
+    fn send_req(&self, entries: Vec<Entry>, since: Option<u64>, close: bool) -> Ack {
         let (ack, rx) = oneshot::channel();
+        let mut tx = self.tx.lock();
+        let seq = tx.0;
+        tx.0 += 1;
         // A send error drops `ack`, and the Ack then reports Closed.
-        let _ = self.tx.send(WriteReq {
+        let _ = tx.1.send(WriteReq {
+            seq,
             entries,
-            ack: Some(ack),
+            close,
+            reply: Some((since.unwrap_or(seq), ack)),
         });
         Ack(rx)
     }
@@ -241,278 +319,92 @@ impl Store {
         } else {
             Record::Forget(record.name)
         };
-        self.send(vec![Entry::State(entry)])
+        self.send(vec![Entry::State(entry)], None)
     }
 
     /// Queues the removal of a circuit.
     pub fn forget(&self, name: &str) -> Ack {
-        self.send(vec![Entry::State(Record::Forget(name.to_owned()))])
+        self.send(vec![Entry::State(Record::Forget(name.to_owned()))], None)
     }
 
     /// Queues an audit record of an admin change (the circuit's new state
     /// goes through [`put`](Self::put) or [`forget`](Self::forget)).
     pub fn audit(&self, audit: AuditRecord) -> Ack {
-        self.send(vec![Entry::Audit(audit)])
+        self.send(vec![Entry::Audit(audit)], None)
+    }
+
+    /// Waits until everything queued so far is durable; fails if anything
+    /// sent since `mark` (see [`mark`](Self::mark)) was not.
+    pub async fn flush_since(&self, mark: u64) -> Result<(), StoreError> {
+        self.send(Vec::new(), Some(mark)).durable().await
+    }
+
+    /// Waits until everything queued so far is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.send(Vec::new(), None).durable().await
+    }
+
+    /// Makes everything queued durable, closes the database and stops the
+    /// writer; returns once the file is closed. Writes through any other
+    /// handle fail afterwards.
+    pub fn close(self) -> Result<(), StoreError> {
+        self.send_req(Vec::new(), None, true).wait_blocking()?;
+        // The writer thread drops its claim on the path right after.
+        open::wait_closed(&self.path);
+        Ok(())
+    }
+
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.db.read().clone().ok_or_else(|| StoreError::Db {
+            path: self.path.clone(),
+            what: "not open (the last commit failed; it is reopened with the next write)".into(),
+        })
     }
 
     /// The newest `limit` audit records, newest first, optionally only those
-    /// of one circuit. Reads the current audit file (not the rotated one).
+    /// of one circuit.
     pub fn read_audit(
         &self,
         circuit: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let path = self.dir.join(AUDIT_FILE);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&path)(e)),
+        let db = self.database()?;
+        read_audit(&db, &self.path, circuit, limit)
+    }
+}
+
+/// The newest `limit` audit records of `db`, newest first, optionally only
+/// those of one circuit. A record that cannot be decoded is skipped.
+pub(crate) fn read_audit(
+    db: &Database,
+    path: &Path,
+    circuit: Option<&str>,
+    limit: usize,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let txn = db.begin_read().map_err(db_err(path))?;
+    let table = match txn.open_table(AUDIT) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+        Err(e) => return Err(db_err(path)(e)),
+    };
+    for item in table.iter().map_err(db_err(path))?.rev() {
+        let (_, value) = item.map_err(db_err(path))?;
+        let Ok(rec) = serde_json::from_slice::<AuditRecord>(value.value()) else {
+            continue;
         };
-        let mut newest = std::collections::VecDeque::with_capacity(limit.min(1024));
-        for line in BufReader::new(file).lines() {
-            let line = line.map_err(io_err(&path))?;
-            // A torn last line (crash mid-write) is skipped, not fatal.
-            let Ok(rec) = serde_json::from_str::<AuditRecord>(&line) else {
-                continue;
-            };
-            if circuit.is_some_and(|c| c != rec.circuit) {
-                continue;
-            }
-            if newest.len() == limit {
-                newest.pop_front();
-            }
-            if limit > 0 {
-                newest.push_back(rec);
-            }
+        if circuit.is_some_and(|c| c != rec.circuit) {
+            continue;
         }
-        Ok(newest.into_iter().rev().collect())
-    }
-
-    /// Waits until everything queued so far is durable.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.send(Vec::new()).durable().await
-    }
-}
-
-/// The result of reading a state log.
-struct Scan {
-    epoch: u64,
-    /// Latest record of each circuit worth keeping, by name.
-    live: HashMap<String, CircuitRecord>,
-    valid_records: usize,
-    damage: Option<(u64, String)>,
-}
-
-fn scan(path: &Path) -> Result<Scan, StoreError> {
-    let mut out = Scan {
-        epoch: 0,
-        live: HashMap::new(),
-        valid_records: 0,
-        damage: None,
-    };
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    let mut offset = 0;
-    while offset < bytes.len() {
-        match record::decode(&bytes[offset..]) {
-            Ok((rec, len)) => {
-                match rec {
-                    Record::Epoch(e) => out.epoch = out.epoch.max(e),
-                    Record::Circuit(c) => {
-                        out.live.insert(c.name.clone(), c);
-                    }
-                    Record::Forget(name) => {
-                        out.live.remove(&name);
-                    }
-                }
-                out.valid_records += 1;
-                offset += len;
-            }
-            Err(e) => {
-                out.damage = Some((offset as u64, e.to_string()));
-                break;
-            }
+        out.push(rec);
+        if out.len() == limit {
+            break;
         }
     }
     Ok(out)
-}
-
-/// The open state log and what compaction needs to know.
-struct StateLog {
-    path: PathBuf,
-    file: File,
-    epoch: u64,
-    len: u64,
-    /// Latest line of each circuit worth keeping.
-    live: HashMap<String, String>,
-    live_bytes: u64,
-}
-
-impl StateLog {
-    /// Writes `epoch` and the `live` lines (by circuit name) to a fresh
-    /// file, makes it durable and renames it over `path`.
-    fn rewrite(
-        path: &Path,
-        epoch: u64,
-        live: HashMap<String, String>,
-    ) -> Result<StateLog, StoreError> {
-        let tmp = path.with_extension("log.tmp");
-        let mut out = io::BufWriter::new(File::create(&tmp).map_err(io_err(&tmp))?);
-        let epoch_line = record::encode(&Record::Epoch(epoch));
-        let live_bytes: u64 = live.values().map(|l| l.len() as u64).sum();
-        for line in std::iter::once(&epoch_line).chain(live.values()) {
-            out.write_all(line.as_bytes()).map_err(io_err(&tmp))?;
-        }
-        let file = out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, path).map_err(io_err(path))?;
-        if let Some(dir) = path.parent() {
-            // Make the rename itself durable.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir))?;
-        }
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(io_err(path))?;
-        Ok(StateLog {
-            path: path.to_owned(),
-            file,
-            epoch,
-            len: epoch_line.len() as u64 + live_bytes,
-            live,
-            live_bytes,
-        })
-    }
-
-    fn append(&mut self, rec: &Record, buf: &mut Vec<u8>) {
-        let line = record::encode(rec);
-        buf.extend_from_slice(line.as_bytes());
-        self.len += line.len() as u64;
-        match rec {
-            Record::Circuit(c) => {
-                self.live_bytes += line.len() as u64;
-                if let Some(old) = self.live.insert(c.name.clone(), line) {
-                    self.live_bytes -= old.len() as u64;
-                }
-            }
-            Record::Forget(name) => {
-                if let Some(old) = self.live.remove(name) {
-                    self.live_bytes -= old.len() as u64;
-                }
-            }
-            Record::Epoch(_) => {}
-        }
-    }
-
-    fn should_compact(&self) -> bool {
-        self.len > COMPACT_MIN_BYTES && self.len > 4 * self.live_bytes
-    }
-
-    fn compact(&mut self) -> Result<(), StoreError> {
-        *self = StateLog::rewrite(&self.path, self.epoch, std::mem::take(&mut self.live))?;
-        Ok(())
-    }
-}
-
-struct AuditLog {
-    path: PathBuf,
-    file: File,
-    len: u64,
-}
-
-impl AuditLog {
-    fn open(path: &Path) -> Result<AuditLog, StoreError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io_err(path))?;
-        let len = file.metadata().map_err(io_err(path))?.len();
-        Ok(AuditLog {
-            path: path.to_owned(),
-            file,
-            len,
-        })
-    }
-
-    fn rotate_if_large(&mut self) -> Result<(), StoreError> {
-        if self.len < AUDIT_ROTATE_BYTES {
-            return Ok(());
-        }
-        let old = self.path.with_extension("jsonl.1");
-        fs::rename(&self.path, &old).map_err(io_err(&old))?;
-        *self = AuditLog::open(&self.path)?;
-        Ok(())
-    }
-}
-
-/// The writer thread: group-commits queued writes until every handle is
-/// dropped.
-fn writer(rx: std_mpsc::Receiver<WriteReq>, mut log: StateLog, mut audit: AuditLog) {
-    let mut state_buf = Vec::new();
-    let mut audit_buf = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        state_buf.clear();
-        audit_buf.clear();
-        for entry in batch.iter_mut().flat_map(|w| w.entries.drain(..)) {
-            match entry {
-                Entry::State(rec) => log.append(&rec, &mut state_buf),
-                Entry::Audit(rec) => {
-                    if let Ok(line) = serde_json::to_string(&rec) {
-                        audit_buf.extend_from_slice(line.as_bytes());
-                        audit_buf.push(b'\n');
-                    }
-                }
-            }
-        }
-        let result = commit(&mut log, &mut audit, &state_buf, &audit_buf);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "store write failed");
-        }
-        let result = result.map_err(|e| e.to_string());
-        for w in batch {
-            if let Some(ack) = w.ack {
-                let _ = ack.send(result.clone());
-            }
-        }
-    }
-}
-
-fn commit(
-    log: &mut StateLog,
-    audit: &mut AuditLog,
-    state: &[u8],
-    audit_lines: &[u8],
-) -> Result<(), StoreError> {
-    if !audit_lines.is_empty() {
-        audit
-            .file
-            .write_all(audit_lines)
-            .map_err(io_err(&audit.path))?;
-        audit.file.sync_data().map_err(io_err(&audit.path))?;
-        audit.len += audit_lines.len() as u64;
-        audit.rotate_if_large()?;
-    }
-    if !state.is_empty() {
-        log.file.write_all(state).map_err(io_err(&log.path))?;
-        log.file.sync_data().map_err(io_err(&log.path))?;
-        if log.should_compact() {
-            log.compact()?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

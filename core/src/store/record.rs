@@ -1,4 +1,5 @@
-//! What the store holds, and how one record becomes one line of the log.
+//! What the store holds, and how one record became one line of the old
+//! log format (`state.log`, read once at start to import it).
 //!
 //! A line is `CRC32-hex SPACE JSON NEWLINE`, the checksum taken over the JSON
 //! bytes. JSON keeps the log readable with `tail` and `jq`; the checksum and
@@ -52,6 +53,14 @@ pub struct CircuitRecord {
     /// Operator override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub override_: Option<OverrideRecord>,
+    /// Policy version when saved (1 when absent: records written before
+    /// versions were kept), so that it never goes back across a restart.
+    #[serde(default = "first_policy_version")]
+    pub policy_version: u64,
+}
+
+fn first_policy_version() -> u64 {
+    1
 }
 
 /// An operator override on disk.
@@ -124,6 +133,7 @@ impl CircuitRecord {
                 actor: o.actor.clone(),
                 expires_at_ms: o.expires_at.map(|t| clocks.to_unix(t)),
             }),
+            policy_version: 1,
         }
     }
 
@@ -234,6 +244,7 @@ mod tests {
                 actor: "ops".into(),
                 expires_at_ms: None,
             }),
+            policy_version: 3,
         }
     }
 

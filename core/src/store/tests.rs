@@ -1,10 +1,12 @@
-//! Store tests: round trips across reopen, recovery from damage, compaction
-//! and the audit log.
+//! Store tests: round trips across reopen, epochs, the audit table and its
+//! bound, the one-time import of the old format, and refusing a missing
+//! or damaged database.
 
 use std::fs;
 
 use breakerd_policy::{OverrideKind, PolicySpec, State};
 
+use super::legacy::{AUDIT_FILE, STATE_FILE};
 use super::*;
 
 fn circuit(name: &str, state: State, generation: u64) -> CircuitRecord {
@@ -16,6 +18,7 @@ fn circuit(name: &str, state: State, generation: u64) -> CircuitRecord {
         consecutive_trips: u32::from(state == State::Open),
         admin_policy: None,
         override_: None,
+        policy_version: 1,
     }
 }
 
@@ -35,6 +38,20 @@ fn names(loaded: &Loaded) -> Vec<String> {
     let mut n: Vec<_> = loaded.circuits.iter().map(|c| c.name.clone()).collect();
     n.sort();
     n
+}
+
+fn files_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut out: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 #[test]
@@ -71,6 +88,7 @@ fn state_survives_reopen_and_epochs_grow() {
         consecutive_failures: Some(3),
         ..Default::default()
     });
+    tuned.policy_version = 4;
     store.put(tuned.clone()).wait_blocking().unwrap();
     let gone = CircuitRecord {
         name: "gone".into(),
@@ -78,11 +96,11 @@ fn state_survives_reopen_and_epochs_grow() {
     };
     store.put(gone).wait_blocking().unwrap();
     store.forget("gone").wait_blocking().unwrap();
-    drop(store);
+    store.close().unwrap();
 
     let (_store, loaded) = Store::open(dir.path()).unwrap();
     assert_eq!(loaded.epoch, 2);
-    assert!(loaded.recovery.is_none());
+    assert!(loaded.recovery.is_none() && loaded.imported.is_none());
     assert_eq!(names(&loaded), ["forced", "open-one", "tuned"]);
     let got = |n: &str| {
         loaded
@@ -94,11 +112,228 @@ fn state_survives_reopen_and_epochs_grow() {
     };
     assert_eq!(got("forced"), forced);
     assert_eq!(got("open-one").generation, 5);
-    assert_eq!(got("tuned").admin_policy, tuned.admin_policy);
+    assert_eq!(got("tuned"), tuned, "policy version kept");
 }
 
 #[test]
-fn a_torn_tail_keeps_the_valid_records_and_a_copy_of_the_file() {
+fn the_epoch_is_never_below_a_stored_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    // A generation of run 7 (from an import, say) in a store of run 1.
+    store
+        .put(circuit("late", State::Open, generation_floor(7) + 3))
+        .wait_blocking()
+        .unwrap();
+    store.close().unwrap();
+    let (_store, loaded) = Store::open(dir.path()).unwrap();
+    assert_eq!(loaded.epoch, 8);
+}
+
+#[test]
+fn audit_reads_back_newest_first_and_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store
+        .audit(audit("a", "set_override", None))
+        .wait_blocking()
+        .unwrap();
+    store
+        .audit(audit("b", "reset", None))
+        .wait_blocking()
+        .unwrap();
+    store
+        .audit(audit("a", "delete", None))
+        .wait_blocking()
+        .unwrap();
+    let all = store.read_audit(None, 10).unwrap();
+    let actions: Vec<_> = all.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["delete", "reset", "set_override"]);
+    let a = store.read_audit(Some("a"), 1).unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].action, "delete");
+    assert!(store.read_audit(None, 0).unwrap().is_empty());
+
+    for i in 0..AUDIT_MAX_RECORDS + 10 {
+        let _ = store.audit(audit(&format!("n{i}"), "reset", None));
+    }
+    store.flush().await_blocking();
+    let kept = store.read_audit(None, usize::MAX).unwrap();
+    assert_eq!(kept.len() as u64, AUDIT_MAX_RECORDS, "the oldest go");
+    assert_eq!(kept[0].circuit, format!("n{}", AUDIT_MAX_RECORDS + 9));
+    store.close().unwrap();
+    // Sequence numbers continue across a reopen: the newest stays first.
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store
+        .audit(audit("z", "reset", None))
+        .wait_blocking()
+        .unwrap();
+    assert_eq!(store.read_audit(None, 1).unwrap()[0].circuit, "z");
+}
+
+/// Lets a test wait on an async flush from plain code.
+trait AwaitBlocking {
+    fn await_blocking(self);
+}
+
+impl<F: std::future::Future<Output = Result<(), StoreError>>> AwaitBlocking for F {
+    fn await_blocking(self) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(self)
+            .unwrap();
+    }
+}
+
+/// An old-format directory: a state log with a torn tail and an audit log
+/// with a torn multi-byte character.
+fn write_old_format(dir: &Path) -> (Vec<u8>, usize) {
+    let mut log = String::new();
+    log.push_str(&record::encode(&Record::Epoch(5)));
+    log.push_str(&record::encode(&Record::Circuit(circuit(
+        "kept",
+        State::Open,
+        generation_floor(5) + 2,
+    ))));
+    log.push_str(&record::encode(&Record::Circuit(circuit(
+        "gone",
+        State::Open,
+        3,
+    ))));
+    log.push_str(&record::encode(&Record::Forget("gone".into())));
+    let torn = record::encode(&Record::Circuit(circuit("torn", State::Open, 9)));
+    let mut bytes = log.into_bytes();
+    bytes.extend_from_slice(&torn.as_bytes()[..torn.len() / 2]);
+    fs::write(dir.join(STATE_FILE), &bytes).unwrap();
+    let mut audit_bytes = Vec::new();
+    for a in [
+        audit("kept", "set_override", None),
+        audit("gone", "delete", None),
+    ] {
+        audit_bytes.extend_from_slice(serde_json::to_string(&a).unwrap().as_bytes());
+        audit_bytes.push(b'\n');
+    }
+    // "é" cut in half, as a torn write leaves it.
+    audit_bytes.extend_from_slice(b"{\"at_ms\":1,\"actor\":\"\xc3");
+    fs::write(dir.join(AUDIT_FILE), &audit_bytes).unwrap();
+    (bytes, 2)
+}
+
+#[test]
+fn an_old_directory_is_imported_once_keeping_its_valid_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_log, audits) = write_old_format(dir.path());
+    let (store, loaded) = Store::open(dir.path()).unwrap();
+    assert_eq!(names(&loaded), ["kept"]);
+    assert_eq!(loaded.epoch, 6, "above the old log's epoch");
+    let imported = loaded.imported.clone().expect("import reported");
+    assert_eq!(
+        (imported.circuits, imported.audit, imported.audit_skipped),
+        (1, audits, 1)
+    );
+    let recovery = loaded.recovery.clone().expect("damage reported");
+    assert_eq!(recovery.valid_records, 4);
+    assert!(recovery.reason.contains("truncated"), "{}", recovery.reason);
+    assert_eq!(
+        fs::read(&recovery.backup).unwrap(),
+        old_log,
+        "kept as it was"
+    );
+    assert!(!dir.path().join(STATE_FILE).exists() && !dir.path().join(AUDIT_FILE).exists());
+    assert!(imported.moved_to.join(AUDIT_FILE).exists());
+    let listed: Vec<_> = store
+        .read_audit(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(listed, ["delete", "set_override"]);
+    store.close().unwrap();
+
+    let (_store, loaded) = Store::open(dir.path()).unwrap();
+    assert!(loaded.imported.is_none() && loaded.recovery.is_none());
+    assert_eq!(names(&loaded), ["kept"]);
+    assert_eq!(loaded.epoch, 7);
+}
+
+#[test]
+fn an_emptied_old_state_log_beside_an_audit_trail_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_old_format(dir.path());
+    fs::write(dir.path().join(STATE_FILE), b"").unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(err.to_string().contains("2 admin changes"), "{err}");
+    assert!(dir.path().join(AUDIT_FILE).exists(), "nothing moved");
+}
+
+#[test]
+fn a_missing_database_is_refused_until_an_empty_start_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store
+        .put(circuit("a", State::Open, 3))
+        .wait_blocking()
+        .unwrap();
+    store.close().unwrap();
+    let (store, loaded) = Store::open(dir.path()).unwrap();
+    assert_eq!(loaded.epoch, 2);
+    store.close().unwrap();
+    fs::remove_file(dir.path().join(DB_FILE)).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(err.to_string().contains("run 2"), "{err}");
+
+    fs::write(dir.path().join(START_EMPTY_FILE), b"").unwrap();
+    let (_store, loaded) = Store::open(dir.path()).unwrap();
+    assert!(loaded.circuits.is_empty());
+    assert_eq!(loaded.epoch, 3, "the epoch goes on from the epoch file");
+    assert!(
+        !dir.path().join(START_EMPTY_FILE).exists(),
+        "asked for once"
+    );
+}
+
+#[test]
+fn a_damaged_database_is_refused_with_a_copy_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    for i in 0..50 {
+        let _ = store.put(circuit(&format!("c{i}"), State::Open, 3));
+    }
+    store.flush().await_blocking();
+    store.close().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    // Garbage over everything past the header.
+    for b in bytes.iter_mut().skip(4096) {
+        *b = 0x5a;
+    }
+    fs::write(&path, &bytes).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    let StoreError::Damaged { copy, .. } = &err else {
+        panic!("not reported as damage: {err}");
+    };
+    let kept = fs::read(copy).unwrap();
+    let differ: Vec<usize> = (0..kept.len().max(bytes.len()))
+        .filter(|&i| kept.get(i) != bytes.get(i))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "the damaged file is kept as it was: {} vs {} bytes, differ at {:?}",
+        kept.len(),
+        bytes.len(),
+        &differ[..differ.len().min(20)]
+    );
+    assert!(err.to_string().contains(START_EMPTY_FILE), "{err}");
+    assert_eq!(
+        files_starting(dir.path(), "breakerd.redb.damaged-").len(),
+        1
+    );
+}
+
+#[test]
+fn export_writes_json_lines_of_a_closed_store_only() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path()).unwrap();
     store
@@ -106,116 +341,26 @@ fn a_torn_tail_keeps_the_valid_records_and_a_copy_of_the_file() {
         .wait_blocking()
         .unwrap();
     store
-        .put(circuit("b", State::Open, 4))
+        .audit(audit("a", "reset", None))
         .wait_blocking()
         .unwrap();
-    drop(store);
-    let path = dir.path().join(STATE_FILE);
-    let mut bytes = fs::read(&path).unwrap();
-    // A crash in the middle of the next write.
-    let torn = record::encode(&Record::Circuit(circuit("c", State::Open, 9)));
-    bytes.extend_from_slice(&torn.as_bytes()[..torn.len() / 2]);
-    fs::write(&path, &bytes).unwrap();
+    let mut out = Vec::new();
+    let err = export::export(dir.path(), export::Tables::All, &mut out).unwrap_err();
+    assert!(err.to_string().contains("running breakerd"), "{err}");
+    store.close().unwrap();
 
-    let (_store, loaded) = Store::open(dir.path()).unwrap();
-    let recovery = loaded.recovery.clone().expect("damage reported");
-    assert_eq!(names(&loaded), ["a", "b"]);
-    assert_eq!(recovery.valid_records, 3, "epoch + a + b");
-    assert!(recovery.reason.contains("truncated"), "{}", recovery.reason);
-    assert_eq!(
-        fs::read(&recovery.backup).unwrap(),
-        bytes,
-        "the damaged file is kept as it was"
-    );
-    assert_eq!(loaded.epoch, 2);
-    drop(_store);
-
-    // The log was cut back: the next start is clean.
-    let (_store, loaded) = Store::open(dir.path()).unwrap();
-    assert!(loaded.recovery.is_none());
-    assert_eq!(names(&loaded), ["a", "b"]);
-    assert_eq!(loaded.epoch, 3);
-}
-
-#[test]
-fn a_corrupted_record_stops_recovery_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path()).unwrap();
-    for (i, n) in ["a", "b", "c"].iter().enumerate() {
-        store
-            .put(circuit(n, State::Open, i as u64))
-            .wait_blocking()
-            .unwrap();
-    }
-    drop(store);
-    let path = dir.path().join(STATE_FILE);
-    let text = fs::read_to_string(&path).unwrap();
-    // Flip one byte inside the record of "b".
-    let at = text.find("\"b\"").unwrap() + 1;
-    let mut bytes = text.into_bytes();
-    bytes[at] = b'x';
-    fs::write(&path, &bytes).unwrap();
-
-    let (_store, loaded) = Store::open(dir.path()).unwrap();
-    let recovery = loaded.recovery.clone().expect("damage reported");
-    assert!(recovery.reason.contains("checksum"), "{}", recovery.reason);
-    assert_eq!(names(&loaded), ["a"]);
-}
-
-#[test]
-fn a_garbage_file_is_reported_not_silently_emptied() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join(STATE_FILE), b"this is not a breakerd log\n").unwrap();
-    let (_store, loaded) = Store::open(dir.path()).unwrap();
-    let recovery = loaded.recovery.expect("damage reported");
-    assert_eq!(recovery.valid_records, 0);
-    assert!(recovery.backup.exists());
-}
-
-#[test]
-fn compaction_keeps_only_live_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path()).unwrap();
-    let path = dir.path().join(STATE_FILE);
-    let mut acks = Vec::new();
-    for g in 0..20_000u64 {
-        acks.push(store.put(circuit("hot", State::Open, g)));
-    }
-    for a in acks {
-        a.wait_blocking().unwrap();
-    }
-    let len = fs::metadata(&path).unwrap().len();
-    assert!(
-        len < COMPACT_MIN_BYTES,
-        "log was not compacted: {len} bytes"
-    );
-    drop(store);
-    let (_store, loaded) = Store::open(dir.path()).unwrap();
-    assert_eq!(loaded.circuits.len(), 1);
-    assert_eq!(loaded.circuits[0].generation, 19_999);
-}
-
-#[test]
-fn audit_reads_back_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path()).unwrap();
-    for (i, c) in ["a", "b", "a", "a"].iter().enumerate() {
-        let mut rec = audit(c, "reset", Some(circuit(c, State::Closed, i as u64)));
-        rec.at_ms = i as u64;
-        store.audit(rec).wait_blocking().unwrap();
-    }
-    let all = store.read_audit(None, 10).unwrap();
-    assert_eq!(
-        all.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
-        [3, 2, 1, 0]
-    );
-    let a = store.read_audit(Some("a"), 2).unwrap();
-    assert_eq!(a.iter().map(|r| r.at_ms).collect::<Vec<_>>(), [3, 2]);
-    assert!(store.read_audit(None, 0).unwrap().is_empty());
-    // Each line of the audit file is a JSON object on its own.
-    let text = fs::read_to_string(dir.path().join(AUDIT_FILE)).unwrap();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert!(v.get("actor").is_some() && v.get("reason").is_some());
-    }
+    let done = export::export(dir.path(), export::Tables::All, &mut out).unwrap();
+    assert_eq!((done.circuits, done.audit), (1, 1));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["table"], "circuits");
+    assert_eq!(lines[0]["name"], "a");
+    assert_eq!(lines[1]["table"], "audit");
+    assert_eq!(lines[1]["action"], "reset");
+    let mut audit_only = Vec::new();
+    let done = export::export(dir.path(), export::Tables::Audit, &mut audit_only).unwrap();
+    assert_eq!((done.circuits, done.audit), (0, 1));
 }
