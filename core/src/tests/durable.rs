@@ -168,7 +168,10 @@ impl DurableState for Noted {
     }
     fn forget(&self, _: &str) {}
     fn audit(&self, _: crate::store::AuditRecord) {}
-    fn flush(&self) -> Flush<'_> {
+    fn mark(&self) -> u64 {
+        0
+    }
+    fn flush(&self, _: u64) -> Flush<'_> {
         Box::pin(async { Ok(()) })
     }
     fn read_audit(
@@ -196,6 +199,7 @@ async fn restored_deadlines_far_ahead_are_capped() {
         consecutive_trips: 1,
         admin_policy: None,
         override_,
+        policy_version: 1,
     };
     let loaded = crate::store::Loaded {
         epoch: 2,
@@ -214,6 +218,7 @@ async fn restored_deadlines_far_ahead_are_capped() {
             ),
         ],
         recovery: None,
+        imported: None,
     };
     // open_max 600 s with 10 % jitter: at most 660 s open.
     let defaults = PolicySpec::default();
