@@ -434,3 +434,61 @@ async fn store_figures() {
         writes[199].as_secs_f64() * 1e3,
     );
 }
+
+/// A refused policy change and a refused delete are undone as a refused
+/// override is: what is in effect afterwards is what was acknowledged.
+#[tokio::test]
+async fn a_refused_policy_change_or_delete_is_not_in_effect() {
+    let gate = Arc::new(Gate {
+        flushes: Default::default(),
+        started: tokio::sync::Notify::new(),
+        released: tokio::sync::Semaphore::new(0),
+        fail: Default::default(),
+    });
+    let r = Registry::restore(
+        RegistryConfig::default(),
+        PolicyResolver::new(spec(2, 60_000, 10_000), Vec::new()).unwrap(),
+        Gated(gate.clone()),
+        crate::store::Loaded::empty(1),
+    );
+    // Acknowledged: an admin policy of 7 failures on "c".
+    gate.released.add_permits(1);
+    let seven = PolicySpec {
+        consecutive_failures: Some(7),
+        ..Default::default()
+    };
+    r.set_policy("c", &seven, "ops", "tune").await.unwrap();
+    let acknowledged = r.get("c").unwrap();
+    assert_eq!(acknowledged.admin_policy.as_ref(), Some(&seven));
+
+    // Refused: 9 failures. The old admin policy and version stay.
+    gate.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    gate.released.add_permits(1);
+    let nine = PolicySpec {
+        consecutive_failures: Some(9),
+        ..Default::default()
+    };
+    assert!(matches!(
+        r.set_policy("c", &nine, "ops", "retune").await,
+        Err(CoreError::Storage(_))
+    ));
+    let after = r.get("c").unwrap();
+    assert_eq!(
+        after.admin_policy.as_ref(),
+        Some(&seven),
+        "a refused policy is in effect"
+    );
+    assert_eq!(
+        after.snapshot.policy.to_spec().consecutive_failures,
+        Some(7)
+    );
+
+    // Refused: deleting "c". It is back, with its acknowledged policy.
+    gate.released.add_permits(1);
+    assert!(matches!(
+        r.delete("c", "ops", "cleanup").await,
+        Err(CoreError::Storage(_))
+    ));
+    let back = r.get("c").expect("a refused delete is in effect");
+    assert_eq!(back.admin_policy.as_ref(), Some(&seven));
+}
